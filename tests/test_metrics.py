@@ -1,0 +1,40 @@
+"""Acc@30 and MedErr per category, base vs novel."""
+
+import numpy as np
+import pytest
+
+from kdpose import metrics
+
+
+def test_report_by_hand():
+  errors = [10.0, 40.0, 20.0, 5.0, 100.0, 31.0]
+  cats = ["chair", "chair", "chair", "bed", "bed", "bed"]
+  report = metrics.viewpoint_report(errors, cats, novel_categories=["bed"])
+  chair, bed = report["per_category"]["chair"], report["per_category"]["bed"]
+  assert chair["acc30"] == pytest.approx(200 / 3) and chair["med_err"] == 20.0
+  assert bed["acc30"] == pytest.approx(100 / 3) and bed["med_err"] == 31.0
+  assert bed["novel"] and not chair["novel"]
+  assert report["mean"]["acc30"] == pytest.approx(50.0)
+  assert report["mean"]["med_err"] == pytest.approx(25.5)
+  assert report["pooled"]["acc30"] == pytest.approx(50.0)
+  assert report["pooled"]["med_err"] == pytest.approx(25.5)  # median of 6 values: (20 + 31) / 2
+  assert report["base"]["acc30"] == pytest.approx(200 / 3)
+  assert report["novel"]["med_err"] == 31.0
+  assert "chair" in metrics.format_report(report)
+
+
+def test_category_mean_differs_from_pooled():
+  errors = [0.0] * 9 + [90.0]
+  cats = ["a"] * 9 + ["b"]
+  report = metrics.viewpoint_report(errors, cats)
+  assert report["pooled"]["acc30"] == pytest.approx(90.0)
+  assert report["mean"]["acc30"] == pytest.approx(50.0)
+  assert np.isnan(report["novel"]["acc30"]) and report["novel"]["num_categories"] == 0
+  assert metrics.viewpoint_report([30.0], ["a"])["pooled"]["acc30"] == 100.0  # <= 30 counts
+
+
+def test_bad_input():
+  with pytest.raises(ValueError, match="2 errors but 1"):
+    metrics.viewpoint_report([1.0, 2.0], ["a"])
+  with pytest.raises(ValueError, match="non-finite"):
+    metrics.viewpoint_report([np.nan], ["a"])
