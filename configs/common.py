@@ -1,0 +1,89 @@
+"""Config blocks every kdpose config shares. Each experiment file calls ``base_config``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from kdpose import augment, models
+
+
+def optimizer(learning_rate: float = 1e-3, weight_decay: float = 5e-4, schedule: str = "cosine",
+              warmup_steps: int = 50) -> ml_collections.ConfigDict:
+  """Adam with L2 weight decay (the anchors: lr 1e-4, wd 5e-4, step decay x0.1)."""
+  return ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=learning_rate, weight_decay=weight_decay, schedule=schedule,
+      warmup_steps=warmup_steps,
+      decay_at=(0.67,),  # "step" schedule: fractions of training where the lr is multiplied ...
+      decay_factor=0.1,  # ... by this.
+      grad_clip_norm=0.0,  # 0 = no clipping.
+  ))
+
+
+def _stage(model, batch_size: int, num_steps: int) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      model=model, batch_size=batch_size, num_steps=num_steps, optimizer=optimizer(),
+      log_every=50, eval_every=0,  # 0 = evaluate only at the end of the stage.
+      checkpoint_every=200, max_to_keep=2,
+  ))
+
+
+def base_config(model_size: str = "small") -> ml_collections.ConfigDict:
+  """Everything but the dataset's specifics; ``model_size`` in tiny, small, resnet18, resnet50."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.stage = "all"  # "teacher", "student" or "all" (teacher, then student).
+  # Stage 2 takes the frozen teacher from this run's workdir, or from this one when set.
+  config.teacher_workdir = ""
+  config.bin_size = 15.0  # degrees; 24/12/24 bins.
+  config.image_size = 96  # network input side, pixels.
+  config.num_points = 1024  # points per example fed to the teacher's shape encoder.
+  config.eval_batch_size = 128
+
+  config.dataset = ml_collections.ConfigDict(dict(
+      name="synthetic_views",
+      config_name="small",  # the TFDS builder config.
+      data_dir="data/tfds",
+      manual_dir="",  # real benchmarks: the user's raw download.
+      pad_size=0,  # datasets of varying image size: their longest side (0 = fixed size).
+      train_split="train",
+      eval_splits=("val", "test"),  # the first is also used for periodic evaluation.
+      exclude_novel=True,  # zero-shot protocol: novel categories never seen in training.
+      train_filter=dict(drop_difficult=True),
+      eval_filter=dict(drop_difficult=True, drop_truncated=False, drop_occluded=False,
+                       require_keypoints=False),
+  ))
+  config.augment = ml_collections.ConfigDict(dataclasses.asdict(augment.AugmentConfig()))
+
+  config.teacher = _stage(models.teacher_config(model_size), batch_size=64, num_steps=1000)
+  config.teacher.align_weight = 0.5  # InfoNCE(image projector embedding, fused embedding).
+  config.teacher.align_temperature = 0.1
+
+  config.student = _stage(models.student_config(model_size), batch_size=64, num_steps=1000)
+  config.student.pose_weight = 1.0
+  config.student.ckd_weight = 1.0  # contrastive KD: the paper's core term.
+  config.student.ckd_temperature = 0.1
+  config.student.teacher_dropout = 0.3  # on the teacher embedding (anchor 0.3).
+  config.student.symmetric = False
+  config.student.pose_aware = False  # weigh negatives by geodesic distance / 180.
+  config.student.logit_weight = 0.0  # KL(teacher heads || student heads).
+  config.student.logit_temperature = 1.0
+  config.student.feature_weight = 0.0  # KL over the 200-d features.
+  config.student.feature_temperature = 1.0
+  return config
+
+
+def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
+                   shrink) -> ml_collections.ConfigDict:
+  """``get_config("tiny,baseline")``: ``tiny`` calls ``shrink(config)``; ``baseline`` turns
+  every KD weight to 0 (the same student trained without distillation)."""
+  for variant in filter(None, (arg or "").split(",")):
+    if variant == "tiny":
+      shrink(config)
+    elif variant == "baseline":
+      for name in ("ckd", "logit", "feature"):
+        config.student[f"{name}_weight"] = 0.0
+    else:
+      raise ValueError(f"Unknown config variant {variant!r}; known: tiny, baseline.")
+  return config

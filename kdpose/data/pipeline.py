@@ -1,0 +1,198 @@
+"""The host input pipeline: random-access TFDS sources -> fixed-shape numpy batches.
+
+Training order is a pure function of (seed, step): global step ``s`` takes positions
+``[s * B, (s + 1) * B)`` of an endless stream of per-epoch permutations seeded by (seed, epoch).
+So a resumed run sees exactly the batches it would have seen, and no iterator state needs saving.
+Each process loads only its slice of every global batch (multi-host).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from ml_collections import ConfigDict
+
+from kdpose.data import features as features_lib
+
+# Per-record flags the filters read, all bools in every kdpose dataset.
+_FLAGS = ("truncated", "occluded", "difficult", "has_keypoints")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitData:
+  """The records of one split that pass its filters.
+
+  Attributes:
+    source: random-access TFDS data source of the split.
+    indices: ``[n]`` record indices kept.
+    categories: ``[n]`` category names of the kept records.
+    category_names: all category names of the dataset.
+    novel_categories: categories the dataset holds out of training.
+    pad_size: images are zero-padded at the bottom/right to ``[pad_size, pad_size, 3]``.
+    num_points: points stored per example.
+  """
+
+  source: Sequence
+  indices: np.ndarray
+  categories: np.ndarray
+  category_names: list[str]
+  novel_categories: list[str]
+  pad_size: int
+  num_points: int
+
+
+def _metadata_list(info: tfds.core.DatasetInfo, key: str) -> list[str]:
+  return list((info.metadata or {}).get(key, []))
+
+
+def _pad_size(info: tfds.core.DatasetInfo, config: ConfigDict) -> int:
+  """Fixed image shape of the dataset, else the configured ``pad_size``."""
+  height, width, _ = info.features["image"].shape
+  if height and width:
+    return max(height, width)
+  if not config.pad_size:
+    raise ValueError(f"Dataset {config.name} has images of varying size: set "
+                     "config.dataset.pad_size to their longest side.")
+  return config.pad_size
+
+
+def load_split(builder: tfds.core.DatasetBuilder, split: str, config: ConfigDict, *,
+               exclude_categories: Sequence[str] = (), filters: ConfigDict | dict = ()
+               ) -> SplitData:
+  """Opens ``split`` and keeps the records that pass ``filters`` (drop_difficult,
+  drop_truncated, drop_occluded, require_keypoints) and are not in ``exclude_categories``."""
+  info = builder.info
+  if split not in info.splits:
+    raise KeyError(f"Dataset {config.name} has no split {split!r}; it has {list(info.splits)}.")
+  names = info.features["category"].names
+  # Scanning the flags must not decode every image.
+  light = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+  records = [light[i] for i in range(len(light))]
+  keep = np.ones(len(records), bool)
+  filters = dict(filters)
+  for flag, drop_if in (("difficult", True), ("truncated", True), ("occluded", True),
+                        ("has_keypoints", False)):
+    option = "require_keypoints" if flag == "has_keypoints" else f"drop_{flag}"
+    if filters.get(option):
+      keep &= np.array([bool(r[flag]) != drop_if for r in records], bool)
+  categories = np.array([names[int(r["category"])] for r in records])
+  keep &= ~np.isin(categories, list(exclude_categories))
+  indices = np.flatnonzero(keep)
+  if indices.size == 0:
+    raise ValueError(f"No records left in {config.name}/{split} after filters {filters} and "
+                     f"excluding {list(exclude_categories)}.")
+  return SplitData(
+      source=builder.as_data_source(split), indices=indices, categories=categories[indices],
+      category_names=list(names),
+      novel_categories=_metadata_list(info, features_lib.NOVEL_CATEGORIES_KEY),
+      pad_size=_pad_size(info, config), num_points=info.features["points"].shape[0])
+
+
+def example_arrays(example: dict, pad_size: int) -> dict[str, np.ndarray]:
+  """One decoded record -> fixed-shape arrays.
+
+  Returns image uint8 ``[S, S, 3]`` (zero-padded bottom/right), box float32 ``[4]`` = (x1, y1,
+  x2, y2) in pixels of that image, viewpoint float32 ``[3]`` degrees, points float32 ``[N, 3]``,
+  category int32.
+  """
+  image = np.asarray(example["image"])
+  if image.ndim == 2 or image.shape[-1] == 1:
+    image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+  height, width = image.shape[:2]
+  if height > pad_size or width > pad_size:
+    raise ValueError(f"Image {example.get('object_id')!r} is {height}x{width}, larger than "
+                     f"pad_size {pad_size}.")
+  padded = np.zeros((pad_size, pad_size, 3), np.uint8)
+  padded[:height, :width] = image
+  ymin, xmin, ymax, xmax = np.asarray(example["bbox"], np.float32)
+  return {
+      "image": padded,
+      "box": np.array([xmin * width, ymin * height, xmax * width, ymax * height], np.float32),
+      "viewpoint": np.asarray(example["viewpoint"], np.float32),
+      "points": np.asarray(example["points"], np.float32),
+      "category": np.int32(example["category"]),
+  }
+
+
+def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+
+def train_positions(step: int, global_batch_size: int, num_records: int, seed: int
+                    ) -> np.ndarray:
+  """``[global_batch_size]`` positions into the kept records for global step ``step``."""
+  stream = np.arange(step * global_batch_size, (step + 1) * global_batch_size)
+  epochs, within = np.divmod(stream, num_records)
+  positions = np.empty_like(stream)
+  for epoch in np.unique(epochs):
+    permutation = np.random.default_rng([seed, int(epoch)]).permutation(num_records)
+    positions[epochs == epoch] = permutation[within[epochs == epoch]]
+  return positions
+
+
+class BatchLoader:
+  """Loads host batches with a thread pool (PNG decoding releases the GIL) and prefetch."""
+
+  def __init__(self, data: SplitData, *, num_threads: int = 4, prefetch: int = 2):
+    self.data = data
+    # Batches and examples get separate pools: a batch task waits on example tasks.
+    self._batch_pool = concurrent.futures.ThreadPoolExecutor(prefetch + 1)
+    self._example_pool = concurrent.futures.ThreadPoolExecutor(num_threads)
+    self._prefetch = prefetch
+
+  def _load(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    records = self.data.indices[positions]
+    examples = self._example_pool.map(lambda i: example_arrays(self.data.source[int(i)],
+                                                       self.data.pad_size), records)
+    return _stack(list(examples))
+
+  def iterate(self, positions_per_batch: Iterator[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """Yields the batch of each position array, loading ``prefetch`` batches ahead."""
+    pending: list[concurrent.futures.Future] = []
+    for positions in positions_per_batch:
+      pending.append(self._batch_pool.submit(self._load, positions))
+      if len(pending) > self._prefetch:
+        yield pending.pop(0).result()
+    for future in pending:
+      yield future.result()
+
+  def close(self) -> None:
+    self._batch_pool.shutdown(wait=False, cancel_futures=True)
+    self._example_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _process_slice(positions: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+  per_process = len(positions) // process_count
+  return positions[process_index * per_process:(process_index + 1) * per_process]
+
+
+def train_batches(loader: BatchLoader, *, global_batch_size: int, seed: int, start_step: int,
+                  num_steps: int, process_index: int = 0, process_count: int = 1
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """This process's slices of the global training batches of steps [start_step, num_steps)."""
+  num_records = len(loader.data.indices)
+  positions = (
+      _process_slice(train_positions(step, global_batch_size, num_records, seed),
+                     process_index, process_count)
+      for step in range(start_step, num_steps))
+  return loader.iterate(positions)
+
+
+def eval_batches(loader: BatchLoader, *, global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """Every kept record once, in order; the last batch is padded (with record 0) and the bool
+  ``valid`` marks real rows. Gathered over processes, row ``k`` of batch ``b`` is kept record
+  ``b * global_batch_size + k``."""
+  num_records = len(loader.data.indices)
+  num_batches = -(-num_records // global_batch_size)
+  stream = np.arange(num_batches * global_batch_size).reshape(num_batches, global_batch_size)
+  stream = _process_slice(stream.T, process_index, process_count).T  # this process's columns
+  valid = stream < num_records
+  positions = np.where(valid, stream, 0)
+  for batch, valid_rows in zip(loader.iterate(iter(positions)), valid, strict=True):
+    batch["valid"] = valid_rows
+    yield batch

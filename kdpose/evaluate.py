@@ -1,0 +1,74 @@
+"""Re-evaluates a checkpoint of a run: ``python -m kdpose.evaluate --workdir DIR [--split test]``.
+
+Rebuilds the models from ``DIR/config.json``, restores the stage's latest (or ``--step``)
+checkpoint, prints the per-category table and writes ``DIR/eval/<stage>_<split>_step<N>.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+
+from kdpose import checkpoint, metrics, sharding, state, steps
+from kdpose.data import pipeline, registry
+from kdpose.trainers import evaluation, student, teacher
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A training run's workdir.")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_enum("stage", "student", ["teacher", "student"], "Which model to evaluate.")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.mark_flag_as_required("workdir")
+
+_STAGE_MODULES = {"teacher": teacher, "student": student}
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (``workdir/config.json``)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: {workdir} is not a kdpose training workdir.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None = None
+                        ) -> tuple[dict, dict]:
+  """Viewpoint report and predictions of ``stage``'s checkpoint on ``split``."""
+  config = load_run_config(workdir)
+  mesh = sharding.make_mesh()
+  builder = registry.prepare(config.dataset)
+  data = pipeline.load_split(builder, split, config.dataset, filters=config.dataset.eval_filter)
+  module = _STAGE_MODULES[stage]
+  model, _, _, init_fn = module.build(config)
+  _, abstract, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+  checkpoints = checkpoint.StageCheckpoints(os.path.join(workdir, stage, "checkpoints"),
+                                            read_only=True)
+  restored, _ = checkpoints.restore(abstract, step)
+  checkpoints.close()
+  eval_step = jax.jit(functools.partial(steps.eval_step, model=model,
+                                        options=module.step_options(config),
+                                        uses_points=stage == "teacher"))
+  report, predictions = evaluation.evaluate_split(
+      eval_step, restored.variables(), data, global_batch_size=config.eval_batch_size, mesh=mesh)
+  report["step"] = int(restored.step)
+  return report, predictions
+
+
+def main(argv) -> None:
+  del argv
+  report, _ = evaluate_checkpoint(FLAGS.workdir, FLAGS.stage, FLAGS.split, FLAGS.step)
+  path = os.path.join(FLAGS.workdir, "eval",
+                      f"{FLAGS.stage}_{FLAGS.split}_step{report['step']}.json")
+  evaluation.write_report(report, path)
+  print(metrics.format_report(report, f"{FLAGS.stage} on {FLAGS.split} (step {report['step']})"))
+  logging.info("Wrote %s", path)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,42 @@
+"""Entry point: ``python -m kdpose.main --config configs/X.py --workdir DIR``."""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evaluation reports.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _set_up_process() -> None:
+  """Keeps TensorFlow (data and logging only) off accelerators; joins a multi-host job."""
+  import tensorflow as tf  # only the entry point touches TF devices
+
+  tf.config.set_visible_devices([], "GPU")
+  import jax
+
+  if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")) or (
+      "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1):
+    jax.distributed.initialize()
+  logging.info("JAX process %d/%d, %d local / %d global devices (%s).", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].platform)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  _set_up_process()
+  from kdpose import trainers  # after the process set-up
+
+  trainers.run(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

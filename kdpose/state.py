@@ -1,0 +1,58 @@
+"""Train states: a pure pytree, built abstractly first, then materialised with its sharding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from kdpose import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during a stage and is checkpointed.
+
+  Attributes:
+    step: scalar int32, number of optimizer updates done.
+    params: the model parameters.
+    batch_stats: BatchNorm running statistics.
+    opt_state: the optimizer state.
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  def variables(self) -> dict[str, Any]:
+    """The variables ``model.apply`` takes."""
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def init_train_state(rng: jax.Array, model: flax.linen.Module, tx: optax.GradientTransformation,
+                     example_inputs: tuple) -> TrainState:
+  """Initialises a model on ``example_inputs`` (only their shapes matter) and its optimizer."""
+  variables = model.init({"params": rng, "dropout": rng}, *example_inputs, train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+
+def create_sharded_state(init_fn: Callable[[jax.Array], TrainState], rng: jax.Array,
+                         mesh: Mesh) -> tuple[TrainState, Any, Any]:
+  """Shapes first (eval_shape), then shardings, then materialise with ``jit(out_shardings)``.
+
+  Returns the state, its abstract tree (the orbax restore target) and its sharding tree.
+  """
+  abstract = jax.eval_shape(init_fn, rng)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+  return state, abstract, state_sharding

@@ -1,0 +1,204 @@
+"""Pure train and eval step functions of both stages, jitted once by the trainers.
+
+Options are bound with ``functools.partial``; the step's rng is folded with the state's step
+inside the step, so a resumed run draws the same randomness. Every array argument is a global
+batch (sharded over the mesh's ``data`` axis); the losses see the whole batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdpose import augment, geometry, losses
+from kdpose.models import heads
+from kdpose.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """Static options of a stage's steps (hashable).
+
+  Attributes:
+    image_size: side of the network input, pixels.
+    num_points: points drawn per example for the teacher's shape encoder.
+    bin_size: pose bin size, degrees.
+    augment: training augmentation.
+    weights: loss name -> weight; a weight of 0 removes its term (and its computation).
+    temperatures: loss name -> softmax temperature.
+    teacher_dropout: dropout rate on the teacher embedding in contrastive KD.
+    symmetric: contrastive KD in both directions.
+    pose_aware: weigh KD negatives by geodesic(pose_i, pose_j) / 180 (PoseContrast).
+  """
+
+  image_size: int
+  num_points: int
+  bin_size: float
+  augment: augment.AugmentConfig
+  weights: tuple[tuple[str, float], ...]
+  temperatures: tuple[tuple[str, float], ...] = ()
+  teacher_dropout: float = 0.0
+  symmetric: bool = False
+  pose_aware: bool = False
+
+  def weight(self, name: str) -> float:
+    return dict(self.weights).get(name, 0.0)
+
+  def temperature(self, name: str) -> float:
+    return dict(self.temperatures)[name]
+
+
+def sample_points(rng: jax.Array, points: jax.Array, num_points: int) -> jax.Array:
+  """``[B, num_points, 3]`` drawn without replacement from each example's ``[B, N, 3]``."""
+  keys = jax.random.split(rng, points.shape[0])
+  choose = lambda key, cloud: cloud[jax.random.permutation(key, cloud.shape[0])[:num_points]]
+  return jax.vmap(choose)(keys, points)
+
+
+def _augmented_inputs(rng: jax.Array, batch: dict[str, jax.Array], options: StepOptions):
+  """Training images ``[B, S, S, 3]``, their viewpoints ``[B, 3]`` (degrees), points."""
+  aug_rng, points_rng = jax.random.split(rng)
+  images, viewpoints = augment.augment_batch(
+      aug_rng, batch["image"], batch["box"], batch["viewpoint"], options.image_size,
+      options.augment)
+  return images, viewpoints, sample_points(points_rng, batch["points"], options.num_points)
+
+
+def _pose_metrics(pose, viewpoint: jax.Array, bin_size: float) -> dict[str, jax.Array]:
+  """Training Acc@30 (%) and median error (degrees) of the decoded predictions."""
+  predicted, _ = heads.decode_pose(pose, bin_size)
+  errors = geometry.rotation_error(predicted, viewpoint)
+  return {"acc30": jnp.mean(errors <= 30.0) * 100.0, "med_err": jnp.median(errors)}
+
+
+def _apply_gradients(state: TrainState, grads, batch_stats, tx: optax.GradientTransformation
+                     ) -> TrainState:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state)
+
+
+def teacher_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+                       model: nn.Module, tx: optax.GradientTransformation,
+                       schedule: optax.Schedule, options: StepOptions
+                       ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """Stage 1: pose loss + align_weight * InfoNCE(image projector embedding, fused embedding).
+
+  The alignment term pulls both sides together: making the fused embedding predictable from the
+  image alone is what the student must later do.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  inputs_rng, dropout_rng = jax.random.split(rng)
+  images, viewpoints, points = _augmented_inputs(inputs_rng, batch, options)
+
+  def loss_fn(params):
+    outputs, updated = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, images, points, train=True,
+        mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+    pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size)
+    terms["pose"] = pose
+    loss = pose
+    if options.weight("align"):
+      terms["align"] = losses.info_nce(outputs["image_embedding"], outputs["embedding"],
+                                       options.temperature("align"))
+      loss = loss + options.weight("align") * terms["align"]
+    return loss, (terms, updated["batch_stats"], outputs["pose"])
+
+  (loss, (terms, batch_stats, pose)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  metrics = {"loss": loss, **terms, **_pose_metrics(pose, viewpoints, options.bin_size),
+             "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
+  return _apply_gradients(state, grads, batch_stats, tx), metrics
+
+
+def _dropout(rng: jax.Array, x: jax.Array, rate: float) -> jax.Array:
+  if not rate:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def _distillation_terms(student_out, teacher_out, viewpoints, rng, options: StepOptions):
+  """The weighted KD terms of stage 2 (zero-weight terms are not computed)."""
+  terms = {}
+  if options.weight("ckd"):
+    teacher_emb = _dropout(rng, teacher_out["embedding"], options.teacher_dropout)
+    pose_weights = losses.pose_aware_weights(viewpoints) if options.pose_aware else None
+    terms["ckd"] = losses.contrastive_kd(
+        student_out["embedding"], teacher_emb, options.temperature("ckd"),
+        pose_weights=pose_weights, symmetric=options.symmetric)
+  if options.weight("logit"):
+    terms["logit"] = losses.logit_kd(student_out["pose"], teacher_out["pose"],
+                                     options.temperature("logit"))
+  if options.weight("feature"):
+    terms["feature"] = losses.feature_kd(student_out["feature"], teacher_out["embedding"],
+                                         options.temperature("feature"))
+  return terms
+
+
+def _retrieval_accuracy(student_emb: jax.Array, teacher_emb: jax.Array) -> jax.Array:
+  """% of samples whose nearest teacher embedding (cosine) is their own: a KD diagnostic."""
+  similarity = student_emb @ teacher_emb.T / (
+      jnp.linalg.norm(student_emb, axis=-1, keepdims=True)
+      * jnp.linalg.norm(teacher_emb, axis=-1)[None, :] + 1e-9)
+  return jnp.mean(jnp.argmax(similarity, -1) == jnp.arange(similarity.shape[0])) * 100.0
+
+
+def student_train_step(state: TrainState, teacher_variables: dict[str, Any],
+                       batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
+                       teacher: nn.Module | None, tx: optax.GradientTransformation,
+                       schedule: optax.Schedule, options: StepOptions
+                       ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """Stage 2: pose_weight * pose + the weighted KD terms against the frozen teacher.
+
+  The teacher runs in inference mode before and outside autodiff; with every KD weight 0
+  (the baseline student) it is not run at all and ``teacher`` may be None.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  inputs_rng, dropout_rng, kd_rng = jax.random.split(rng, 3)
+  images, viewpoints, points = _augmented_inputs(inputs_rng, batch, options)
+  distill = any(options.weight(n) for n in ("ckd", "logit", "feature"))
+  teacher_out = None
+  if distill:
+    teacher_out = jax.lax.stop_gradient(teacher.apply(teacher_variables, images, points,
+                                                      train=False))
+
+  def loss_fn(params):
+    outputs, updated = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+        mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+    pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size)
+    terms["pose"] = pose
+    loss = options.weight("pose") * pose
+    if distill:
+      kd_terms = _distillation_terms(outputs, teacher_out, viewpoints, kd_rng, options)
+      loss = loss + sum(options.weight(name) * value for name, value in kd_terms.items())
+      terms.update({f"kd/{name}": value for name, value in kd_terms.items()})
+    return loss, (terms, updated["batch_stats"], outputs)
+
+  (loss, (terms, batch_stats, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  metrics = {"loss": loss, **terms, **_pose_metrics(outputs["pose"], viewpoints, options.bin_size),
+             "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
+  if distill:
+    metrics["kd/retrieval_acc"] = _retrieval_accuracy(outputs["embedding"],
+                                                      teacher_out["embedding"])
+  return _apply_gradients(state, grads, batch_stats, tx), metrics
+
+
+def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: nn.Module,
+              options: StepOptions, uses_points: bool) -> dict[str, jax.Array]:
+  """Predictions on exact box crops: viewpoint ``[B, 3]`` and confidence ``[B, 3]``, error
+  ``[B]`` against the label (all degrees but confidence). The teacher also gets the first
+  ``num_points`` stored points (a uniform sample: stored points are i.i.d. surface samples)."""
+  images = augment.crop_images(batch["image"], batch["box"], options.image_size)
+  inputs = (images, batch["points"][:, :options.num_points]) if uses_points else (images,)
+  outputs = model.apply(variables, *inputs, train=False)
+  viewpoint, confidence = heads.decode_pose(outputs["pose"], options.bin_size)
+  return {"viewpoint": viewpoint, "confidence": confidence,
+          "error": geometry.rotation_error(viewpoint, batch["viewpoint"])}

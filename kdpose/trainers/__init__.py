@@ -1,0 +1,54 @@
+"""Stage runners: ``run(config, workdir)`` trains the teacher, then the student, as configured."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+from ml_collections import ConfigDict
+
+from kdpose import sharding
+from kdpose.trainers import inputs, loop, student, teacher
+
+STAGES = ("teacher", "student")
+
+
+def _stages(config: ConfigDict) -> list[str]:
+  if config.stage == "all":
+    return list(STAGES)
+  if config.stage not in STAGES:
+    raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES} or 'all'.")
+  return [config.stage]
+
+
+def save_config(config: ConfigDict, workdir: str) -> None:
+  """``workdir/config.json`` (process 0): what evaluation and export rebuild the models from."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def run(config: ConfigDict, workdir: str) -> dict[str, dict[str, dict]]:
+  """Runs the configured stages in ``workdir``; returns stage -> split -> viewpoint report."""
+  mesh = sharding.make_mesh()
+  for name in _stages(config):
+    sharding.host_batch_size(config[name].batch_size, mesh)
+  sharding.host_batch_size(config.eval_batch_size, mesh)
+  save_config(config, workdir)
+  train_data, eval_data = inputs.load_data(config)
+  logging.info("Training on %d records (%d categories); evaluating on %s.",
+               len(train_data.indices), len(set(train_data.categories)),
+               {s: len(d.indices) for s, d in eval_data.items()})
+  reports = {}
+  for name in _stages(config):
+    if name == "teacher":
+      stage = teacher.make_stage(config, mesh, train_data, eval_data)
+    else:
+      stage = student.make_stage(config, workdir, mesh, train_data, eval_data)
+    reports[name] = loop.run_stage(stage, config, workdir, mesh)
+  logging.info("Reports: %s", json.dumps({n: {s: r["mean"] for s, r in v.items()}
+                                          for n, v in reports.items()}))
+  return reports

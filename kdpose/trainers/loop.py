@@ -1,0 +1,188 @@
+"""The training loop both stages share: resume, step, log, check, checkpoint, evaluate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from clu import metric_writers, periodic_actions
+from jax.sharding import Mesh
+from ml_collections import ConfigDict
+
+from kdpose import checkpoint, metrics, sharding
+from kdpose import state as state_lib
+from kdpose.data import pipeline
+from kdpose.trainers import evaluation
+
+
+@dataclasses.dataclass
+class Stage:
+  """What differs between the teacher and the student stage.
+
+  Attributes:
+    name: "teacher" or "student"; names the subdirectories of the workdir.
+    config: the stage's config block (batch_size, num_steps, log/eval/checkpoint intervals).
+    init_fn: rng -> a fresh TrainState.
+    train_step: jitted (state, global batch, rng) -> (state, metrics).
+    eval_step: jitted (variables, global batch) -> predictions (see steps.eval_step).
+    train_data: the filtered training split.
+    eval_data: split name -> filtered split for evaluation.
+  """
+
+  name: str
+  config: ConfigDict
+  init_fn: Callable[[jax.Array], state_lib.TrainState]
+  train_step: Callable
+  eval_step: Callable
+  train_data: pipeline.SplitData
+  eval_data: dict[str, pipeline.SplitData]
+
+
+def _scalar_name(key: str) -> str:
+  return key if key.startswith("kd/") else f"train/{key}"
+
+
+def _check_finite(history: list[tuple[int, dict]], stage: str, latest_checkpoint: int | None):
+  """Raises naming the first step whose loss is not finite."""
+  for step, values in history:
+    if not np.isfinite(values["loss"]):
+      raise FloatingPointError(
+          f"{stage} stage: non-finite loss {values['loss']} at step {step}. Nothing after it was "
+          f"saved; the last checkpoint is step {latest_checkpoint}. Lower the learning rate or "
+          "check the input data.")
+
+
+def _flush_metrics(pending: list[tuple[int, Any]], writer, stage: Stage,
+                   checkpoints: checkpoint.StageCheckpoints) -> None:
+  """Fetches the pending step metrics, checks them, writes their mean."""
+  if not pending:
+    return
+  history = [(step, jax.device_get(values)) for step, values in pending]
+  _check_finite(history, stage.name, checkpoints.latest_step())
+  means = {_scalar_name(k): float(np.mean([v[k] for _, v in history])) for k in history[0][1]}
+  writer.write_scalars(history[-1][0], means)
+  pending.clear()
+
+
+def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh, writer,
+             splits: list[str], batch_size: int, *, save: bool) -> dict[str, dict]:
+  """Evaluates ``state`` on ``splits``; with ``save``, writes ``eval/<stage>_<split>.json``."""
+  reports = {}
+  for split in splits:
+    report, _ = evaluation.evaluate_split(stage.eval_step, state.variables(),
+                                          stage.eval_data[split], global_batch_size=batch_size,
+                                          mesh=mesh)
+    report["step"] = int(state.step)
+    writer.write_scalars(int(state.step), evaluation.report_scalars(report, f"eval/{split}"))
+    if save:
+      evaluation.write_report(report, evaluation.report_path(workdir, stage.name, split))
+    reports[split] = report
+  return reports
+
+
+def _restore_or_init(stage: Stage, seed: int, mesh: Mesh, checkpoints: checkpoint.StageCheckpoints):
+  """Resume order: this stage's latest checkpoint in the workdir, else a fresh init."""
+  state, abstract, _ = state_lib.create_sharded_state(stage.init_fn, jax.random.key(seed), mesh)
+  if checkpoints.latest_step() is not None:
+    state, meta = checkpoints.restore(abstract)
+    logging.info("%s: resumed from step %d (%s).", stage.name, int(state.step), meta)
+  return state
+
+
+def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
+          ) -> state_lib.TrainState:
+  """Trains ``stage`` to ``stage.config.num_steps``, resuming from its own checkpoints."""
+  cfg = stage.config
+  checkpoints = checkpoint.StageCheckpoints(os.path.join(workdir, stage.name, "checkpoints"),
+                                            max_to_keep=cfg.max_to_keep)
+  seed = config.seed + (0 if stage.name == "teacher" else 1)
+  state = _restore_or_init(stage, seed, mesh, checkpoints)
+  start = int(state.step)
+  if start >= cfg.num_steps:
+    logging.info("%s: already trained (%d steps).", stage.name, start)
+    checkpoints.close()
+    return state
+  loader = pipeline.BatchLoader(stage.train_data)
+  batches = pipeline.train_batches(
+      loader, global_batch_size=cfg.batch_size, seed=seed, start_step=start,
+      num_steps=cfg.num_steps, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  progress = periodic_actions.ReportProgress(num_train_steps=cfg.num_steps, writer=writer,
+                                             every_secs=30)
+  step_rng, pending = jax.random.key(seed + 1000), []
+  try:
+    for step in range(start + 1, cfg.num_steps + 1):
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = sharding.host_to_global(next(batches), mesh)
+        state, step_metrics = stage.train_step(state, batch, step_rng)
+      pending.append((step, step_metrics))
+      progress(step)
+      last = step == cfg.num_steps
+      if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
+        _flush_metrics(pending, writer, stage, checkpoints)
+      if step % cfg.checkpoint_every == 0 or last:
+        checkpoints.save(step, state, {"stage": stage.name, "step": step})
+      if cfg.eval_every and step % cfg.eval_every == 0 and not last:
+        evaluate(stage, state, workdir, mesh, writer, [config.dataset.eval_splits[0]],
+                 config.eval_batch_size, save=False)
+  finally:
+    loader.close()
+    checkpoints.close()
+    writer.flush()
+  return state
+
+
+def make_writer(workdir: str, stage: str):
+  """TensorBoard writer under ``workdir/tensorboard/<stage>``; only process 0 writes files."""
+  return metric_writers.create_default_writer(
+      os.path.join(workdir, "tensorboard", stage), just_logging=jax.process_index() > 0)
+
+
+def _saved_reports(workdir: str, stage: str, splits, step: int) -> dict[str, dict] | None:
+  """The JSON reports of ``step`` if every split has one, else None."""
+  reports = {}
+  for split in splits:
+    path = evaluation.report_path(workdir, stage, split)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      reports[split] = json.load(f)
+    if reports[split].get("step") != step:
+      return None
+  return reports
+
+
+def run_stage(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh) -> dict[str, dict]:
+  """Trains the stage (or resumes it), then evaluates it on every eval split once.
+
+  A rerun of a finished stage only reports the saved evaluation.
+  """
+  writer = make_writer(workdir, stage.name)
+  state = train(stage, config, workdir, mesh, writer)
+  splits = list(config.dataset.eval_splits)
+  reports = _saved_reports(workdir, stage.name, splits, int(state.step))
+  if reports is None:
+    reports = evaluate(stage, state, workdir, mesh, writer, splits, config.eval_batch_size,
+                       save=True)
+  writer.close()
+  for split, report in reports.items():
+    logging.info("\n%s", metrics.format_report(report, f"{stage.name} on {split} "
+                                                       f"(step {report['step']})"))
+  return reports
+
+
+def jit_train_step(step_fn: Callable, init_fn: Callable, mesh: Mesh, num_frozen: int = 0):
+  """jit with explicit shardings: the state replicated and donated, ``num_frozen`` replicated
+  non-donated arguments (a frozen teacher), the batch sharded along ``data``, a replicated rng."""
+  replicated = sharding.replicated(mesh)
+  state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init_fn, jax.random.key(0)))
+  return jax.jit(step_fn,
+                 in_shardings=(state_sharding, *(replicated,) * num_frozen,
+                               sharding.batch_sharding(mesh), replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))

@@ -1,0 +1,81 @@
+"""Stage 2: the image-only student, distilled from the frozen teacher of stage 1."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+from ml_collections import ConfigDict
+
+from kdpose import augment, checkpoint, models, optimizers, sharding, state, steps
+from kdpose.data import pipeline
+from kdpose.trainers import loop, teacher
+
+KD_TERMS = ("ckd", "logit", "feature")
+
+
+def step_options(config: ConfigDict) -> steps.StepOptions:
+  cfg = config.student
+  return steps.StepOptions(
+      image_size=config.image_size, num_points=config.num_points, bin_size=config.bin_size,
+      augment=augment.AugmentConfig.from_mapping(config.augment),
+      weights=(("pose", cfg.pose_weight),) + tuple((n, cfg[f"{n}_weight"]) for n in KD_TERMS),
+      temperatures=tuple((n, cfg[f"{n}_temperature"]) for n in KD_TERMS),
+      teacher_dropout=cfg.teacher_dropout, symmetric=cfg.symmetric, pose_aware=cfg.pose_aware)
+
+
+def distills(config: ConfigDict) -> bool:
+  """False for the baseline student (every KD weight 0): no teacher is needed."""
+  return any(config.student[f"{name}_weight"] for name in KD_TERMS)
+
+
+def build(config: ConfigDict):
+  """The student model, its optimizer and schedule, and its state's init function."""
+  cfg = config.student
+  model = models.build_student(cfg.model, config.bin_size)
+  tx, schedule = optimizers.make_optimizer(cfg.optimizer, cfg.num_steps)
+  example = (jnp.zeros((1, config.image_size, config.image_size, 3)),)
+  init_fn = functools.partial(state.init_train_state, model=model, tx=tx, example_inputs=example)
+  return model, tx, schedule, init_fn
+
+
+def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh) -> dict[str, Any]:
+  """The teacher's variables (params, batch_stats) from its latest stage-1 checkpoint in
+  ``config.teacher_workdir`` (when set) or ``workdir``, replicated over the mesh."""
+  teacher_dir = os.path.join(config.teacher_workdir or workdir, "teacher", "checkpoints")
+  if not os.path.isdir(teacher_dir):
+    raise FileNotFoundError(
+        f"Stage 2 needs a trained teacher: no checkpoints in {teacher_dir}. Run stage 1 first "
+        "(config.stage='teacher' or 'all') or point config.teacher_workdir at a run that has one.")
+  checkpoints = checkpoint.StageCheckpoints(teacher_dir, read_only=True)
+  _, _, _, init_fn = teacher.build(config)
+  _, abstract, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+  restored, _ = checkpoints.restore(abstract)
+  checkpoints.close()
+  if int(restored.step) < config.teacher.num_steps:
+    raise ValueError(f"The teacher in {teacher_dir} is at step {int(restored.step)} of "
+                     f"{config.teacher.num_steps}: finish stage 1 first.")
+  return jax.device_put(restored.variables(), sharding.replicated(mesh))
+
+
+def make_stage(config: ConfigDict, workdir: str, mesh: Mesh, train_data: pipeline.SplitData,
+               eval_data: dict[str, pipeline.SplitData]) -> loop.Stage:
+  model, tx, schedule, init_fn = build(config)
+  options = step_options(config)
+  teacher_model, teacher_variables = None, {}
+  if distills(config):
+    teacher_model = models.build_teacher(config.teacher.model, config.bin_size)
+    teacher_variables = load_frozen_teacher(config, workdir, mesh)
+  jitted = loop.jit_train_step(functools.partial(
+      steps.student_train_step, model=model, teacher=teacher_model, tx=tx, schedule=schedule,
+      options=options), init_fn, mesh, num_frozen=1)
+  eval_step = jax.jit(functools.partial(steps.eval_step, model=model, options=options,
+                                        uses_points=False))
+  return loop.Stage(
+      name="student", config=config.student, init_fn=init_fn,
+      train_step=lambda st, batch, rng: jitted(st, teacher_variables, batch, rng),
+      eval_step=eval_step, train_data=train_data, eval_data=eval_data)
