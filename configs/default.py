@@ -23,7 +23,7 @@ def _shrink(config):
     cfg.model = (models.teacher_config if stage == "teacher" else models.student_config)(size)
     cfg.batch_size, cfg.num_steps = 16, 4
     cfg.log_every, cfg.checkpoint_every = 2, 2
-    cfg.optimizer.warmup_steps = 1
+    cfg.optimizer.warmup_steps = 0
 
 
 def get_config(arg=None):

@@ -1,0 +1,116 @@
+"""Models by name: image encoders, the teacher and the student, built from config dicts.
+
+``teacher_config(size)`` / ``student_config(size)`` give the sizes kdpose runs at: ``tiny``
+(tests), ``small`` (CPU runs), ``resnet18`` and ``resnet50`` (the anchors' sizes, bfloat16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from kdpose import geometry
+from kdpose.models import resnet
+from kdpose.models.heads import decode_pose
+from kdpose.models.student import Student
+from kdpose.models.teacher import Teacher
+
+__all__ = [
+    "IMAGE_ENCODERS", "Student", "Teacher", "build_student", "build_teacher", "decode_pose",
+    "get_image_encoder", "student_config", "teacher_config",
+]
+
+# name -> constructor taking ``dtype=``; the module maps images [batch, H, W, 3] -> [batch, C].
+IMAGE_ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet.resnet18,
+    "resnet50": resnet.resnet50,
+    "resnet_small": resnet.resnet_small,
+    "resnet_tiny": resnet.resnet_tiny,
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+TEACHER_FIELDS = ("image_encoder", "dtype", "image_feature_dim", "point_widths",
+                  "fusion_widths", "embedding_dim", "projector_widths")
+STUDENT_FIELDS = ("image_encoder", "dtype", "mlp_widths", "embedding_dim")
+
+_TEACHER_SIZES = {
+    "tiny": dict(image_encoder="resnet_tiny", dtype="float32", image_feature_dim=32,
+                 point_widths=(16, 32, 64), fusion_widths=(32,), embedding_dim=32,
+                 projector_widths=(32,)),
+    "small": dict(image_encoder="resnet_small", dtype="float32", image_feature_dim=256,
+                  point_widths=(64, 128, 256), fusion_widths=(256,), embedding_dim=128,
+                  projector_widths=(256,)),
+    "resnet18": dict(image_encoder="resnet18", dtype="bfloat16", image_feature_dim=1024,
+                     point_widths=(64, 128, 1024), fusion_widths=(800, 400), embedding_dim=200,
+                     projector_widths=(800, 400)),
+}
+_TEACHER_SIZES["resnet50"] = dict(_TEACHER_SIZES["resnet18"], image_encoder="resnet50")
+
+_STUDENT_SIZES = {
+    "tiny": dict(image_encoder="resnet_tiny", dtype="float32", mlp_widths=(32,),
+                 embedding_dim=32),
+    "small": dict(image_encoder="resnet_small", dtype="float32", mlp_widths=(256,),
+                  embedding_dim=128),
+    "resnet18": dict(image_encoder="resnet18", dtype="bfloat16", mlp_widths=(800, 400),
+                     embedding_dim=200),
+}
+_STUDENT_SIZES["resnet50"] = dict(_STUDENT_SIZES["resnet18"], image_encoder="resnet50")
+
+
+def get_image_encoder(name: str) -> Callable[..., nn.Module]:
+  """The constructor of the image encoder ``name``; call it with ``dtype=``."""
+  if name not in IMAGE_ENCODERS:
+    raise KeyError(f"kdpose/models: unknown image encoder {name!r}; known: "
+                   f"{sorted(IMAGE_ENCODERS)}.")
+  return IMAGE_ENCODERS[name]
+
+
+def _checked_fields(model_config: Mapping[str, Any], fields: tuple[str, ...], what: str
+                    ) -> dict[str, Any]:
+  """The config as a plain dict, after checking it has exactly ``fields``."""
+  given = dict(model_config.items())
+  missing = [f for f in fields if f not in given]
+  unknown = sorted(set(given) - set(fields))
+  if missing or unknown:
+    raise ValueError(f"kdpose/models: {what} config has missing fields {missing} and unknown "
+                     f"fields {unknown}; expected exactly {list(fields)}.")
+  if given["dtype"] not in DTYPES:
+    raise ValueError(f"kdpose/models: {what} dtype {given['dtype']!r}, expected one of "
+                     f"{sorted(DTYPES)}.")
+  given["dtype"] = DTYPES[given["dtype"]]
+  given["image_encoder"] = get_image_encoder(given["image_encoder"])(dtype=given["dtype"])
+  # Module fields must be hashable: config files and flags may hand over lists.
+  return {k: tuple(int(w) for w in v) if k.endswith("widths") else v for k, v in given.items()}
+
+
+def build_teacher(model_config: Mapping[str, Any],
+                  bin_size: float = geometry.DEFAULT_BIN_SIZE) -> Teacher:
+  """A ``Teacher`` from a config with exactly ``TEACHER_FIELDS``."""
+  return Teacher(bin_size=bin_size, **_checked_fields(model_config, TEACHER_FIELDS, "teacher"))
+
+
+def build_student(model_config: Mapping[str, Any],
+                  bin_size: float = geometry.DEFAULT_BIN_SIZE) -> Student:
+  """A ``Student`` from a config with exactly ``STUDENT_FIELDS``."""
+  return Student(bin_size=bin_size, **_checked_fields(model_config, STUDENT_FIELDS, "student"))
+
+
+def _sized_config(sizes: dict[str, dict[str, Any]], size: str, what: str
+                  ) -> ml_collections.ConfigDict:
+  if size not in sizes:
+    raise KeyError(f"kdpose/models: unknown {what} size {size!r}; known: {sorted(sizes)}.")
+  return ml_collections.ConfigDict(dict(sizes[size]))
+
+
+def teacher_config(size: str) -> ml_collections.ConfigDict:
+  """Teacher fields for ``size`` in tiny, small, resnet18, resnet50."""
+  return _sized_config(_TEACHER_SIZES, size, "teacher")
+
+
+def student_config(size: str) -> ml_collections.ConfigDict:
+  """Student fields for ``size`` in tiny, small, resnet18, resnet50."""
+  return _sized_config(_STUDENT_SIZES, size, "student")

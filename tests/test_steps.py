@@ -1,0 +1,150 @@
+"""Train/eval steps of both stages on tiny models: learning signals, frozen teacher, sharding."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from configs import default
+from kdpose import checkpoint, sharding, state, steps
+from kdpose.trainers import loop, student, teacher
+
+BATCH, PAD = 16, 40
+
+
+def _config():
+  return default.get_config("tiny")
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  return {
+      "image": rng.integers(0, 255, (BATCH, PAD, PAD, 3), dtype=np.uint8),
+      "box": np.tile(np.array([4.0, 6.0, 36.0, 30.0], np.float32), (BATCH, 1)),
+      "viewpoint": np.stack([rng.uniform(0, 360, BATCH), rng.uniform(-30, 60, BATCH),
+                             rng.uniform(-20, 20, BATCH)], -1).astype(np.float32),
+      "points": rng.normal(size=(BATCH, 128, 3)).astype(np.float32),
+  }
+
+
+def _mesh(num_devices):
+  return Mesh(np.asarray(jax.devices()[:num_devices]), (sharding.DATA_AXIS,))
+
+
+def _teacher_state(config, mesh):
+  _, _, _, init_fn = teacher.build(config)
+  return state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+
+
+def _run_student_step(config, mesh, batch):
+  teacher_state, _, _ = _teacher_state(config, mesh)
+  model, tx, schedule, init_fn = student.build(config)
+  student_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(1), mesh)
+  step = loop.jit_train_step(functools.partial(
+      steps.student_train_step, model=model,
+      teacher=teacher.build(config)[0], tx=tx, schedule=schedule,
+      options=student.step_options(config)), init_fn, mesh, num_frozen=1)
+  teacher_vars = teacher_state.variables()
+  before = jax.tree.map(np.asarray, teacher_vars)
+  new_state, metrics = step(student_state, teacher_vars, sharding.host_to_global(batch, mesh),
+                            jax.random.key(2))
+  return before, teacher_vars, new_state, jax.device_get(metrics)
+
+
+def test_teacher_step_updates_params_and_reports_terms():
+  config = _config()
+  mesh = _mesh(1)
+  model, tx, schedule, init_fn = teacher.build(config)
+  train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+  step = loop.jit_train_step(functools.partial(
+      steps.teacher_train_step, model=model, tx=tx, schedule=schedule,
+      options=teacher.step_options(config)), init_fn, mesh)
+  params_before = jax.tree.map(np.asarray, train_state.params)
+  new_state, metrics = step(train_state, sharding.host_to_global(_batch(), mesh),
+                            jax.random.key(3))
+  metrics = jax.device_get(metrics)
+  assert int(new_state.step) == 1
+  assert set(metrics) >= {"loss", "pose", "pose_cls", "pose_reg", "align", "grad_norm",
+                          "learning_rate", "acc30"}
+  assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+  assert metrics["loss"] == pytest.approx(metrics["pose"] + 0.5 * metrics["align"], rel=1e-5)
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, np.asarray(b)), params_before,
+                         new_state.params)
+  # Everything with a gradient moves (inside residual blocks, the zero-initialised last
+  # BatchNorm scale blocks the first step's gradient to the layers before it).
+  for group in ("pose_heads", "point_encoder", "fusion", "projector", "image_feature"):
+    assert all(jax.tree.leaves(changed[group])), group
+
+
+def test_student_step_freezes_teacher_and_matches_across_device_counts():
+  config = _config()
+  batch = _batch(1)
+  before, teacher_vars, state1, metrics1 = _run_student_step(config, _mesh(1), batch)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)), before,
+               teacher_vars)
+  assert {"kd/ckd", "kd/retrieval_acc", "pose"} <= set(metrics1)
+  _, _, state8, metrics8 = _run_student_step(config, _mesh(8), batch)
+  for key in ("loss", "kd/ckd", "pose"):
+    assert metrics8[key] == pytest.approx(metrics1[key], rel=1e-4, abs=1e-5), key
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3,
+                                                       atol=1e-5), state1.params, state8.params)
+
+
+def test_baseline_student_runs_without_teacher():
+  config = default.get_config("tiny,baseline")
+  assert not student.distills(config)
+  mesh = _mesh(2)
+  model, tx, schedule, init_fn = student.build(config)
+  train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(1), mesh)
+  step = loop.jit_train_step(functools.partial(
+      steps.student_train_step, model=model, teacher=None, tx=tx, schedule=schedule,
+      options=student.step_options(config)), init_fn, mesh, num_frozen=1)
+  _, metrics = step(train_state, {}, sharding.host_to_global(_batch(), mesh), jax.random.key(0))
+  metrics = jax.device_get(metrics)
+  assert not any(k.startswith("kd/") for k in metrics)
+  assert metrics["loss"] == pytest.approx(metrics["pose"], rel=1e-6)
+
+
+def test_eval_step_reports_error_of_decoded_prediction():
+  config = _config()
+  mesh = _mesh(1)
+  model, _, _, init_fn = teacher.build(config)
+  train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+  batch = sharding.host_to_global(_batch(), mesh)
+  out = jax.jit(functools.partial(steps.eval_step, model=model,
+                                  options=teacher.step_options(config), uses_points=True))(
+      train_state.variables(), batch)
+  assert out["viewpoint"].shape == (BATCH, 3) and out["error"].shape == (BATCH,)
+  from kdpose import geometry
+  np.testing.assert_allclose(out["error"], geometry.rotation_error(
+      np.asarray(out["viewpoint"], np.float64), np.asarray(batch["viewpoint"], np.float64)),
+      atol=1e-2)
+
+
+def test_sample_points_draws_distinct_stored_points():
+  points = jnp.arange(2 * 10 * 3, dtype=jnp.float32).reshape(2, 10, 3)
+  drawn = steps.sample_points(jax.random.key(0), points, 6)
+  assert drawn.shape == (2, 6, 3)
+  for b in range(2):
+    rows = {tuple(r) for r in np.asarray(drawn[b])}
+    assert len(rows) == 6 and rows <= {tuple(r) for r in np.asarray(points[b])}
+
+
+def test_checkpoint_round_trip_and_incomplete_step_is_ignored(tmp_path):
+  config = _config()
+  mesh = _mesh(1)
+  train_state, abstract, _ = _teacher_state(config, mesh)
+  ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+  ckpts.save(5, train_state.replace(step=jnp.asarray(5, jnp.int32)), {"stage": "teacher"})
+  ckpts.wait()
+  # A save that was killed midway leaves only orbax's temporary directory behind.
+  (tmp_path / "ckpt" / "9.orbax-checkpoint-tmp-123").mkdir()
+  assert ckpts.latest_step() == 5
+  restored, meta = ckpts.restore(abstract)
+  ckpts.close()
+  assert meta == {"stage": "teacher"} and int(restored.step) == 5
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               train_state.params, restored.params)
