@@ -87,3 +87,28 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
     else:
       raise ValueError(f"Unknown config variant {variant!r}; known: tiny, baseline.")
   return config
+
+
+def full_size(config: ml_collections.ConfigDict, *, train_records: int,
+              model_size: str = "resnet50") -> ml_collections.ConfigDict:
+  """The anchors' sizes and schedules for GPU/TPU runs: ResNet-50 at 224 px, Adam lr 1e-4 with
+  weight decay 5e-4; teacher 300 epochs at batch 160 (lr x0.1 at epoch 200), student 60 epochs
+  at batch 144 (the anchors' 46 x 3 augmented copies, rounded to a multiple of 8 devices).
+
+  ``train_records``: training examples after filtering, to turn epochs into steps.
+  """
+  config.image_size = 224
+  config.num_points = 2048  # all stored points (the anchors sample 2500 of 5000).
+  config.eval_batch_size = 256
+  for stage, epochs, batch_size in (("teacher", 300, 160), ("student", 60, 144)):
+    cfg = config[stage]
+    cfg.model = (models.teacher_config if stage == "teacher" else models.student_config)(
+        model_size)
+    cfg.batch_size = batch_size
+    cfg.num_steps = max(1, epochs * train_records // batch_size)
+    cfg.optimizer = optimizer(learning_rate=1e-4, schedule="step", warmup_steps=500)
+    cfg.log_every, cfg.checkpoint_every, cfg.max_to_keep = 200, 2000, 3
+    cfg.eval_every = cfg.num_steps // 10
+  config.teacher.optimizer.decay_at = (200 / 300,)
+  config.student.optimizer.decay_at = (40 / 60,)
+  return config

@@ -1,7 +1,9 @@
 """Re-evaluates a checkpoint of a run: ``python -m kdpose.evaluate --workdir DIR [--split test]``.
 
 Rebuilds the models from ``DIR/config.json``, restores the stage's latest (or ``--step``)
-checkpoint, prints the per-category table and writes ``DIR/eval/<stage>_<split>_step<N>.json``.
+checkpoint, prints the per-category table and writes
+``DIR/eval/<stage>_<dataset>_<split>_step<N>.json``. ``--dataset_config configs/pix3d_eval.py``
+evaluates on another dataset (its ``dataset`` block replaces the run's).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import jax
 import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from kdpose import checkpoint, metrics, sharding, state, steps
 from kdpose.data import pipeline, registry
@@ -23,6 +26,8 @@ flags.DEFINE_string("workdir", None, "A training run's workdir.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_enum("stage", "student", ["teacher", "student"], "Which model to evaluate.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+config_flags.DEFINE_config_file("dataset_config", None,
+                                "Optional config whose `dataset` block replaces the run's.")
 flags.mark_flag_as_required("workdir")
 
 _STAGE_MODULES = {"teacher": teacher, "student": student}
@@ -37,10 +42,13 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None = None
-                        ) -> tuple[dict, dict]:
-  """Viewpoint report and predictions of ``stage``'s checkpoint on ``split``."""
+def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None = None,
+                        dataset: ml_collections.ConfigDict | None = None) -> tuple[dict, dict]:
+  """Viewpoint report and predictions of ``stage``'s checkpoint on ``split`` of the run's
+  dataset, or of ``dataset`` (a config ``dataset`` block) when given."""
   config = load_run_config(workdir)
+  if dataset is not None:
+    config.dataset = dataset
   mesh = sharding.make_mesh()
   builder = registry.prepare(config.dataset)
   data = pipeline.load_split(builder, split, config.dataset, filters=config.dataset.eval_filter)
@@ -62,9 +70,11 @@ def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None =
 
 def main(argv) -> None:
   del argv
-  report, _ = evaluate_checkpoint(FLAGS.workdir, FLAGS.stage, FLAGS.split, FLAGS.step)
+  dataset = FLAGS.dataset_config.dataset if FLAGS.dataset_config else None
+  report, _ = evaluate_checkpoint(FLAGS.workdir, FLAGS.stage, FLAGS.split, FLAGS.step, dataset)
+  dataset_name = (dataset or load_run_config(FLAGS.workdir).dataset).name
   path = os.path.join(FLAGS.workdir, "eval",
-                      f"{FLAGS.stage}_{FLAGS.split}_step{report['step']}.json")
+                      f"{FLAGS.stage}_{dataset_name}_{FLAGS.split}_step{report['step']}.json")
   evaluation.write_report(report, path)
   print(metrics.format_report(report, f"{FLAGS.stage} on {FLAGS.split} (step {report['step']})"))
   logging.info("Wrote %s", path)

@@ -1,0 +1,29 @@
+r"""ObjectNet3D zero-shot protocol: train on the 80 base categories, report base and novel.
+
+  python -m kdpose.main --config configs/objectnet3d.py --workdir runs/objectnet3d \
+      --config.dataset.manual_dir=/path/to/ObjectNet3D
+
+Evaluation follows the anchors (StarMap, PoseFromShape): the ``val`` split, untruncated,
+unoccluded objects with keypoint annotations.
+"""
+
+from configs import common
+
+# Non-difficult objects of Image_sets/train.txt in the 80 base categories (approximate; the
+# schedule only needs the order of magnitude).
+_TRAIN_RECORDS = 60_000
+
+
+def get_config(arg=None):
+  config = common.base_config("resnet50")
+  config.dataset.update(dict(
+      name="objectnet3d", config_name="", manual_dir="data/manual/ObjectNet3D", pad_size=256,
+      eval_splits=("val",),
+      eval_filter=dict(drop_difficult=True, drop_truncated=True, drop_occluded=True,
+                       require_keypoints=True)))
+  common.full_size(config, train_records=_TRAIN_RECORDS)
+  return common.apply_variants(config, arg, _no_tiny)
+
+
+def _no_tiny(config):
+  raise ValueError("configs/objectnet3d.py has no tiny variant; tests use generated raw data.")

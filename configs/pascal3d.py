@@ -1,0 +1,27 @@
+r"""Pascal3D+ category-agnostic: train on ImageNet + PASCAL train images, test on VOC2012 val.
+
+  python -m kdpose.main --config configs/pascal3d.py --workdir runs/pascal3d \
+      --config.dataset.manual_dir=/path/to/PASCAL3D+_release1.1
+
+The anchors' headline numbers train on all 12 classes (``exclude_novel=False``); the optional
+zero-shot split (bus, motorbike novel) is ``--config.dataset.exclude_novel=True``.
+"""
+
+from configs import common
+
+_TRAIN_RECORDS = 20_000  # non-difficult train objects of the 12 classes (approximate).
+
+
+def get_config(arg=None):
+  config = common.base_config("resnet50")
+  config.dataset.update(dict(
+      name="pascal3d", config_name="", manual_dir="data/manual/PASCAL3D+_release1.1",
+      pad_size=256, exclude_novel=False, eval_splits=("test",),
+      eval_filter=dict(drop_difficult=True, drop_truncated=True, drop_occluded=True,
+                       require_keypoints=False)))
+  common.full_size(config, train_records=_TRAIN_RECORDS)
+  return common.apply_variants(config, arg, _no_tiny)
+
+
+def _no_tiny(config):
+  raise ValueError("configs/pascal3d.py has no tiny variant; tests use generated raw data.")
