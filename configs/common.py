@@ -40,6 +40,7 @@ def base_config(model_size: str = "small") -> ml_collections.ConfigDict:
   config.image_size = 96  # network input side, pixels.
   config.num_points = 1024  # points per example fed to the teacher's shape encoder.
   config.eval_batch_size = 128
+  config.flip_test = False  # evaluation: also predict on mirrored crops, keep the more confident.
 
   config.dataset = ml_collections.ConfigDict(dict(
       name="synthetic_views",

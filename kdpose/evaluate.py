@@ -9,7 +9,6 @@ evaluates on another dataset (its ``dataset`` block replaces the run's).
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import jax
@@ -17,7 +16,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kdpose import checkpoint, metrics, sharding, state, steps
+from kdpose import checkpoint, metrics, run_config, sharding, state, steps
 from kdpose.data import pipeline, registry
 from kdpose.trainers import evaluation, student, teacher
 
@@ -33,20 +32,11 @@ flags.mark_flag_as_required("workdir")
 _STAGE_MODULES = {"teacher": teacher, "student": student}
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (``workdir/config.json``)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a kdpose training workdir.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None = None,
                         dataset: ml_collections.ConfigDict | None = None) -> tuple[dict, dict]:
   """Viewpoint report and predictions of ``stage``'s checkpoint on ``split`` of the run's
   dataset, or of ``dataset`` (a config ``dataset`` block) when given."""
-  config = load_run_config(workdir)
+  config = run_config.load_run_config(workdir)
   if dataset is not None:
     config.dataset = dataset
   mesh = sharding.make_mesh()
@@ -72,7 +62,7 @@ def main(argv) -> None:
   del argv
   dataset = FLAGS.dataset_config.dataset if FLAGS.dataset_config else None
   report, _ = evaluate_checkpoint(FLAGS.workdir, FLAGS.stage, FLAGS.split, FLAGS.step, dataset)
-  dataset_name = (dataset or load_run_config(FLAGS.workdir).dataset).name
+  dataset_name = (dataset or run_config.load_run_config(FLAGS.workdir).dataset).name
   path = os.path.join(FLAGS.workdir, "eval",
                       f"{FLAGS.stage}_{dataset_name}_{FLAGS.split}_step{report['step']}.json")
   evaluation.write_report(report, path)

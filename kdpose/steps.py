@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdpose import augment, geometry, losses
+from kdpose import augment, geometry, inference, losses
 from kdpose.models import heads
 from kdpose.state import TrainState
 
@@ -34,6 +34,8 @@ class StepOptions:
     teacher_dropout: dropout rate on the teacher embedding in contrastive KD.
     symmetric: contrastive KD in both directions.
     pose_aware: weigh KD negatives by geodesic(pose_i, pose_j) / 180 (PoseContrast).
+    flip_test: evaluation also predicts on mirrored crops and keeps, per sample, the one with
+      the more confident azimuth bin.
   """
 
   image_size: int
@@ -45,6 +47,7 @@ class StepOptions:
   teacher_dropout: float = 0.0
   symmetric: bool = False
   pose_aware: bool = False
+  flip_test: bool = False
 
   def weight(self, name: str) -> float:
     return dict(self.weights).get(name, 0.0)
@@ -196,9 +199,9 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: 
   """Predictions on exact box crops: viewpoint ``[B, 3]`` and confidence ``[B, 3]``, error
   ``[B]`` against the label (all degrees but confidence). The teacher also gets the first
   ``num_points`` stored points (a uniform sample: stored points are i.i.d. surface samples)."""
-  images = augment.crop_images(batch["image"], batch["box"], options.image_size)
-  inputs = (images, batch["points"][:, :options.num_points]) if uses_points else (images,)
-  outputs = model.apply(variables, *inputs, train=False)
-  viewpoint, confidence = heads.decode_pose(outputs["pose"], options.bin_size)
+  points = batch["points"][:, :options.num_points] if uses_points else None
+  viewpoint, confidence = inference.predict_boxes(
+      model, variables, batch["image"], batch["box"], image_size=options.image_size,
+      bin_size=options.bin_size, flip_test=options.flip_test, points=points)
   return {"viewpoint": viewpoint, "confidence": confidence,
           "error": geometry.rotation_error(viewpoint, batch["viewpoint"])}

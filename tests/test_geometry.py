@@ -40,9 +40,11 @@ def test_known_errors():
   vp = np.array([30.0, 10.0, -5.0])
   assert geometry.rotation_error(vp, vp) == pytest.approx(0.0, abs=1e-6)
   assert geometry.rotation_error(vp, vp + [0, 0, 25.0]) == pytest.approx(25.0, abs=1e-9)
-  assert geometry.rotation_error(np.array([0, 0, 0.0]), np.array([180, 0, 0.0])) == pytest.approx(180)
+  front, back = np.array([0, 0, 0.0]), np.array([180, 0, 0.0])
+  assert geometry.rotation_error(front, back) == pytest.approx(180)
   # At elevation 0 an azimuth change is a pure rotation about the object's up axis.
-  assert geometry.rotation_error(np.array([10, 0, 0.0]), np.array([50, 0, 0.0])) == pytest.approx(40)
+  a10, a50 = np.array([10, 0, 0.0]), np.array([50, 0, 0.0])
+  assert geometry.rotation_error(a10, a50) == pytest.approx(40)
 
 
 def test_float32_jax_identity_error_is_tiny():

@@ -33,9 +33,15 @@ def _params(workdir, stage):
   return step, path
 
 
-def test_tiny_run_trains_both_stages_and_reports(data_dir, tmp_path):
-  workdir = str(tmp_path / "run")
-  reports = trainers.run(_config(data_dir), workdir)
+@pytest.fixture(scope="module")
+def tiny_run(data_dir, tmp_path_factory):
+  """One uninterrupted tiny run of both stages, shared by the tests below."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  return workdir, trainers.run(_config(data_dir), workdir)
+
+
+def test_tiny_run_trains_both_stages_and_reports(data_dir, tiny_run):
+  workdir, reports = tiny_run
   for stage in ("teacher", "student"):
     assert _params(workdir, stage)[0] == 4
     for split in ("val", "test"):
@@ -58,11 +64,10 @@ def test_training_excludes_novel_categories(data_dir):
   assert set(evals["test"].categories) & set(train.novel_categories)
 
 
-def test_killed_run_resumes_bit_identically(data_dir, tmp_path, monkeypatch):
+def test_killed_run_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkeypatch):
   config = _config(data_dir)
   config.stage = "teacher"
-  straight = str(tmp_path / "straight")
-  trainers.run(config, straight)
+  straight, _ = tiny_run
 
   interrupted = str(tmp_path / "interrupted")
   original = pipeline.BatchLoader._load

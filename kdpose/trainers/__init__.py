@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import jax
 from ml_collections import ConfigDict
 
-from kdpose import sharding
+from kdpose import run_config, sharding
 from kdpose.trainers import inputs, loop, student, teacher
 
 STAGES = ("teacher", "student")
@@ -23,21 +22,14 @@ def _stages(config: ConfigDict) -> list[str]:
   return [config.stage]
 
 
-def save_config(config: ConfigDict, workdir: str) -> None:
-  """``workdir/config.json`` (process 0): what evaluation and export rebuild the models from."""
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
 def run(config: ConfigDict, workdir: str) -> dict[str, dict[str, dict]]:
   """Runs the configured stages in ``workdir``; returns stage -> split -> viewpoint report."""
   mesh = sharding.make_mesh()
   for name in _stages(config):
     sharding.host_batch_size(config[name].batch_size, mesh)
   sharding.host_batch_size(config.eval_batch_size, mesh)
-  save_config(config, workdir)
+  if jax.process_index() == 0:
+    run_config.save_config(config, workdir)
   train_data, eval_data = inputs.load_data(config)
   logging.info("Training on %d records (%d categories); evaluating on %s.",
                len(train_data.indices), len(set(train_data.categories)),

@@ -15,7 +15,7 @@ from clu import metric_writers, periodic_actions
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from kdpose import checkpoint, metrics, sharding
+from kdpose import checkpoint, metrics, plots, sharding
 from kdpose import state as state_lib
 from kdpose.data import pipeline
 from kdpose.trainers import evaluation
@@ -73,15 +73,20 @@ def _flush_metrics(pending: list[tuple[int, Any]], writer, stage: Stage,
 def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh, writer,
              splits: list[str], batch_size: int, *, save: bool) -> dict[str, dict]:
   """Evaluates ``state`` on ``splits``; with ``save``, writes ``eval/<stage>_<split>.json``."""
-  reports = {}
+  reports, step = {}, int(state.step)
   for split in splits:
-    report, _ = evaluation.evaluate_split(stage.eval_step, state.variables(),
-                                          stage.eval_data[split], global_batch_size=batch_size,
-                                          mesh=mesh)
-    report["step"] = int(state.step)
-    writer.write_scalars(int(state.step), evaluation.report_scalars(report, f"eval/{split}"))
-    if save:
+    data = stage.eval_data[split]
+    report, predictions = evaluation.evaluate_split(
+        stage.eval_step, state.variables(), data, global_batch_size=batch_size, mesh=mesh)
+    report["step"] = step
+    writer.write_scalars(step, evaluation.report_scalars(report, f"eval/{split}"))
+    if save and jax.process_index() == 0:
       evaluation.write_report(report, evaluation.report_path(workdir, stage.name, split))
+      written = plots.write_evaluation_plots(
+          report, predictions, plots.record_crops(data), os.path.join(workdir, "eval"),
+          f"{stage.name}_{split}", categories=data.categories)
+      writer.write_images(step, {f"eval/{split}/{name}": plot.image[None]
+                                 for name, plot in written.items()})
     reports[split] = report
   return reports
 

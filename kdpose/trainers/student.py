@@ -22,7 +22,7 @@ def step_options(config: ConfigDict) -> steps.StepOptions:
   cfg = config.student
   return steps.StepOptions(
       image_size=config.image_size, num_points=config.num_points, bin_size=config.bin_size,
-      augment=augment.AugmentConfig.from_mapping(config.augment),
+      flip_test=config.flip_test, augment=augment.AugmentConfig.from_mapping(config.augment),
       weights=(("pose", cfg.pose_weight),) + tuple((n, cfg[f"{n}_weight"]) for n in KD_TERMS),
       temperatures=tuple((n, cfg[f"{n}_temperature"]) for n in KD_TERMS),
       teacher_dropout=cfg.teacher_dropout, symmetric=cfg.symmetric, pose_aware=cfg.pose_aware)

@@ -18,7 +18,7 @@ def step_options(config: ConfigDict) -> steps.StepOptions:
   cfg = config.teacher
   return steps.StepOptions(
       image_size=config.image_size, num_points=config.num_points, bin_size=config.bin_size,
-      augment=augment.AugmentConfig.from_mapping(config.augment),
+      flip_test=config.flip_test, augment=augment.AugmentConfig.from_mapping(config.augment),
       weights=(("align", cfg.align_weight),), temperatures=(("align", cfg.align_temperature),))
 
 
