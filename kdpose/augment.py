@@ -321,7 +321,8 @@ def crop_images(images: jax.Array, boxes: jax.Array, out_size: int) -> jax.Array
 
 @functools.partial(jax.jit, static_argnames=("out_size", "config"))
 def augment_batch(rng: jax.Array, images: jax.Array, boxes: jax.Array, viewpoints: jax.Array,
-                  out_size: int, config: AugmentConfig) -> tuple[jax.Array, jax.Array]:
+                  out_size: int, config: AugmentConfig
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Random training crop and augmentation, with the viewpoint labels updated to match.
 
   Args:
@@ -333,8 +334,10 @@ def augment_batch(rng: jax.Array, images: jax.Array, boxes: jax.Array, viewpoint
     config: which ops and how strong.
 
   Returns:
-    images float32 ``[batch, out, out, 3]`` ImageNet-normalised, and viewpoints ``[batch, 3]``
-    in degrees (flipped, then in-plane rotated, in canonical ranges).
+    images float32 ``[batch, out, out, 3]`` ImageNet-normalised, viewpoints ``[batch, 3]``
+    in degrees (flipped, then in-plane rotated, in canonical ranges), and ``flipped [batch]``
+    (bool): a mirrored image shows the mirrored object, so its shape must be mirrored too
+    (``mirror_points``).
   """
   _check_inputs(images, boxes, out_size)
   keys = jax.random.split(rng, images.shape[0])
@@ -353,4 +356,10 @@ def augment_batch(rng: jax.Array, images: jax.Array, boxes: jax.Array, viewpoint
   viewpoints = jnp.where(params.flip[:, None], geometry.flip_viewpoint(viewpoints), viewpoints)
   if config.rotation_mode != "none":
     viewpoints = geometry.rotate_inplane(viewpoints, params.angle)
-  return normalize(crops), viewpoints
+  return normalize(crops), viewpoints, params.flip
+
+
+def mirror_points(points: jax.Array, flipped: jax.Array) -> jax.Array:
+  """Mirrors object-frame points ``[batch, N, 3]`` (x -> -x) where ``flipped [batch]``: the shape
+  seen in a horizontally flipped image, whose label is ``geometry.flip_viewpoint``."""
+  return jnp.where(flipped[:, None, None], points * jnp.array([-1.0, 1.0, 1.0]), points)

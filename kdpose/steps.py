@@ -66,10 +66,11 @@ def sample_points(rng: jax.Array, points: jax.Array, num_points: int) -> jax.Arr
 def _augmented_inputs(rng: jax.Array, batch: dict[str, jax.Array], options: StepOptions):
   """Training images ``[B, S, S, 3]``, their viewpoints ``[B, 3]`` (degrees), points."""
   aug_rng, points_rng = jax.random.split(rng)
-  images, viewpoints = augment.augment_batch(
+  images, viewpoints, flipped = augment.augment_batch(
       aug_rng, batch["image"], batch["box"], batch["viewpoint"], options.image_size,
       options.augment)
-  return images, viewpoints, sample_points(points_rng, batch["points"], options.num_points)
+  points = sample_points(points_rng, batch["points"], options.num_points)
+  return images, viewpoints, augment.mirror_points(points, flipped)
 
 
 def _pose_metrics(pose, viewpoint: jax.Array, bin_size: float) -> dict[str, jax.Array]:

@@ -103,7 +103,7 @@ def test_mirrored_crop_is_the_training_flip():
                                  brightness=0.0, contrast=0.0, saturation=0.0,
                                  grayscale_prob=0.0, blur_prob=0.0)
   images, views = _images(2), np.array([[30.0, 10.0, 20.0]] * len(BOXES), np.float32)
-  flipped, labels = augment.augment_batch(jax.random.key(0), images, BOXES, views, 32, config)
+  flipped, labels, _ = augment.augment_batch(jax.random.key(0), images, BOXES, views, 32, config)
   np.testing.assert_allclose(flipped, augment.crop_images(images, BOXES, 32)[:, :, ::-1],
                              atol=1e-5)
   np.testing.assert_allclose(labels, geometry.flip_viewpoint(views), atol=1e-5)
