@@ -1,0 +1,368 @@
+"""The synthetic_views builder (from primitives), the Sweet Home 3D reader and the pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from kdpose import geometry, visualize
+from kdpose.data import features, sweethome3d
+from kdpose.data import synthetic_views as sv
+
+MICRO = sv.SyntheticViewsConfig(
+    name="micro", mesh_source="primitives", background_source="procedural", image_size=32,
+    num_points=32, train_views=2, val_views=1, test_views=1, primitives_per_category=2,
+    num_workers=1)
+
+
+def _tiny_config() -> sv.SyntheticViewsConfig:
+  return next(c for c in sv.SyntheticViews.BUILDER_CONFIGS if c.name == "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  sv.SyntheticViews(data_dir=data_dir, config="tiny", file_format="array_record"
+                    ).download_and_prepare()
+  return data_dir
+
+
+def _shape_id(object_id: bytes) -> str:
+  return object_id.decode().rsplit("/", 2)[0]  # drop "/<split>/<view>".
+
+
+def _read(source) -> list[dict]:
+  return [source[i] for i in range(len(source))]
+
+
+def test_tiny_splits_hold_the_configured_views_of_disjoint_shapes(tiny_dir):
+  config = _tiny_config()
+  train, held_out = sv.split_shapes(sv.list_shapes(config), config.held_out_fraction,
+                                    sv.novel_categories(config), config.novel_held_out_fraction)
+  builder = sv.SyntheticViews(data_dir=tiny_dir, config="tiny")
+  examples = {split: _read(builder.as_data_source(split)) for split in sv.SPLITS}
+  assert len(examples["train"]) == len(train) * config.train_views == 120
+  assert len(examples["val"]) == len(held_out) * config.val_views
+  assert len(examples["test"]) == len(held_out) * config.test_views
+  shapes = {split: {_shape_id(e["object_id"]) for e in examples[split]} for split in sv.SPLITS}
+  assert shapes["train"] == {r.object_id for r in train}
+  assert shapes["val"] == shapes["test"] == {r.object_id for r in held_out}
+  assert not shapes["train"] & shapes["test"]
+  # Every base category keeps a training shape; the novel one has test shapes.
+  names = builder.info.features["category"].names
+  assert {names[e["category"]] for e in examples["train"]} == set(names)
+  assert "bookshelf" in {names[e["category"]] for e in examples["test"]}
+
+
+def test_tiny_examples_have_the_shared_features_and_sane_values(tiny_dir):
+  builder = sv.SyntheticViews(data_dir=tiny_dir, config="tiny")
+  assert builder.info.metadata[features.NOVEL_CATEGORIES_KEY] == ["bookshelf"]
+  assert builder.info.metadata[features.SYMMETRIC_CATEGORIES_KEY] == ["bottle"]
+  assert builder.info.metadata["skipped_models"] == []
+  for example in _read(builder.as_data_source("test")):
+    assert example["image"].shape == (64, 64, 3) and example["image"].dtype == np.uint8
+    assert example["points"].shape == (256, 3) and example["points"].dtype == np.float32
+    assert np.linalg.norm(example["points"], axis=1).max() <= 1.0 + 1e-5
+    ymin, xmin, ymax, xmax = example["bbox"]
+    assert 0 <= ymin < ymax <= 1 and 0 <= xmin < xmax <= 1
+    # The object fills the crop up to the 10-40% margin and the shift.
+    assert max(ymax - ymin, xmax - xmin) > 0.6
+    a, e, t = example["viewpoint"]
+    assert 0 <= a < 360 and -40 <= e <= 85 and -40 <= t <= 40
+    assert example["has_keypoints"] and not example["truncated"] and not example["difficult"]
+
+
+def test_build_is_deterministic_and_tfds_load_reads_a_tfrecord_build(tiny_dir, tmp_path):
+  sv.SyntheticViews(data_dir=str(tmp_path), config="tiny", file_format="tfrecord"
+                    ).download_and_prepare()
+  loaded = tfds.load("synthetic_views/tiny", data_dir=str(tmp_path), split="val",
+                     download=False)
+  by_id = {ex["object_id"].numpy(): ex for ex in loaded}
+  source = tfds.data_source("synthetic_views/tiny", data_dir=tiny_dir, split="val")
+  assert len(by_id) == len(source) > 0
+  for example in _read(source):
+    other = by_id[example["object_id"]]
+    np.testing.assert_array_equal(example["image"], other["image"].numpy())
+    np.testing.assert_array_equal(example["viewpoint"], other["viewpoint"].numpy())
+    np.testing.assert_array_equal(example["points"], other["points"].numpy())
+
+
+def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
+  calls = {"n": 0}
+  example = sv.ViewRenderer.example
+
+  def failing_example(self, rng):
+    calls["n"] += 1
+    if calls["n"] == 7:
+      raise RuntimeError("interrupted")
+    return example(self, rng)
+
+  monkeypatch.setattr(sv.ViewRenderer, "example", failing_example)
+  builder = sv.SyntheticViews(data_dir=str(tmp_path), config=MICRO, file_format="array_record")
+  with pytest.raises(RuntimeError, match="interrupted"):
+    builder.download_and_prepare()
+  assert not builder.is_prepared()
+  again = sv.SyntheticViews(data_dir=str(tmp_path), config=MICRO, file_format="array_record")
+  assert not again.is_prepared()
+  assert not os.path.exists(os.path.join(tmp_path, "synthetic_views", "micro", "1.0.0"))
+  with pytest.raises(KeyError, match="not been generated"):
+    again.as_data_source("train")
+  monkeypatch.setattr(sv.ViewRenderer, "example", example)
+  again.download_and_prepare()
+  assert again.is_prepared() and len(again.as_data_source("train")) == 6 * 2 * 1
+
+
+def test_broken_model_is_skipped_with_a_warning_and_counted(tmp_path, monkeypatch, caplog):
+  shapes = sv.list_shapes(MICRO)
+
+  def broken():
+    raise sweethome3d.ModelError("Cannot read model broken/1: no faces")
+
+  listed = shapes + [sv.ShapeRef("broken/1", "chair", broken)]
+  monkeypatch.setattr(sv, "list_shapes", lambda config: listed)
+  builder = sv.SyntheticViews(data_dir=str(tmp_path), config=MICRO, file_format="array_record")
+  with caplog.at_level("WARNING"):
+    builder.download_and_prepare()
+  assert builder.info.metadata["skipped_models"] == ["broken/1"]
+  assert "Skipping model broken/1" in caplog.text
+  ids = {_shape_id(e["object_id"]) for split in sv.SPLITS
+         for e in _read(builder.as_data_source(split))}
+  assert "broken/1" not in ids and len(ids) == len(shapes)
+
+
+def test_missing_furniture_package_names_the_install(tmp_path):
+  config = dataclasses.replace(MICRO, mesh_source="sweethome3d", furniture_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="apt-get install sweethome3d-furniture"):
+    sv.list_shapes(config)
+
+
+def test_split_shapes_holds_out_by_stable_hash_with_per_category_minimums():
+  def refs(category, count):
+    return [sv.ShapeRef(f"{category}/{i}", category, lambda: None) for i in range(count)]
+
+  everything = refs("chair", 40) + refs("lamp", 1) + refs("guitar", 1) + refs("bed", 3)
+  train, held_out = sv.split_shapes(everything, 0.25, ("guitar", "bed"), 0.5)
+  held = {r.object_id for r in held_out}
+  assert held == {r.object_id for r in sv.split_shapes(everything[::-1], 0.25, ("guitar", "bed"),
+                                                         0.5)[1]}  # order does not matter.
+  expected_chairs = sum(sv.stable_fraction(f"chair/{i}") < 0.25 for i in range(40))
+  assert sum(h.startswith("chair/") for h in held) == expected_chairs > 0
+  assert "lamp/0" not in held  # a base category's only shape trains.
+  assert "guitar/0" in held  # a novel category's only shape is tested.
+  assert len(train) + len(held_out) == len(everything)
+  assert sv.stable_fraction("chair/0") == sv.stable_fraction("chair/0")
+
+
+def test_mask_bbox_is_normalised_ymin_xmin_ymax_xmax():
+  alpha = np.zeros((10, 20), np.float32)
+  alpha[2:5, 5:10] = 1.0
+  alpha[7, 0] = 0.2  # below the threshold: soft edge noise.
+  np.testing.assert_allclose(tuple(sv.mask_bbox(alpha)), (0.2, 0.25, 0.5, 0.5))
+
+
+def test_sample_viewpoint_ranges():
+  rng = np.random.default_rng(0)
+  views = np.stack([sv.sample_viewpoint(rng) for _ in range(2000)])
+  assert views.dtype == np.float32
+  assert np.all((views[:, 0] >= 0) & (views[:, 0] < 360))
+  assert np.mean((views[:, 1] >= -10) & (views[:, 1] <= 60)) > 0.85
+  assert abs(np.std(views[:, 2]) - 10) < 1.0 and np.abs(views[:, 2]).max() <= 40
+
+
+def test_draw_viewpoint_axes_points_x_right_z_up_at_the_front_view():
+  blank = np.zeros((65, 65, 3), np.uint8)
+  image = visualize.draw_viewpoint_axes(blank, (0, 0, 0), length=30, width=1)
+  red = np.argwhere(np.all(image == visualize.AXIS_COLORS[0], axis=-1))
+  blue = np.argwhere(np.all(image == visualize.AXIS_COLORS[2], axis=-1))
+  assert red[:, 1].max() == 62 and np.all(red[:, 0] == 32)  # x: to the right.
+  assert blue[:, 0].min() == 2 and np.all(blue[:, 1] == 32)  # z: up.
+  # Seen from the right side (azimuth 90) the object's y axis (its back) points right.
+  side = visualize.draw_viewpoint_axes(blank, (90, 0, 0), length=30, width=1)
+  green = np.argwhere(np.all(side == visualize.AXIS_COLORS[1], axis=-1))
+  assert green[:, 1].max() == 62
+  rot = geometry.viewpoint_to_rotation(90.0, 0.0, 0.0)
+  np.testing.assert_allclose(rot[:, 1], (1, 0, 0), atol=1e-6)
+
+
+def test_contact_sheet_lays_out_a_grid_with_dashed_references():
+  images = [np.full((20, 20, 3), 50 * i, np.uint8) for i in range(5)]
+  sheet = visualize.contact_sheet(images, np.zeros((5, 3)), ["a"] * 5, columns=2,
+                                  references=np.full((5, 3), 30.0))
+  assert sheet.shape == (3 * (20 + 12), 2 * 20, 3) and sheet.dtype == np.uint8
+  np.testing.assert_array_equal(sheet[0, 0], (0, 0, 0))  # tile 0 corner.
+  np.testing.assert_array_equal(sheet[32, 39], (150, 150, 150))  # tile 3 (value 50 * 3) corner.
+  plain = visualize.contact_sheet(images, np.zeros((5, 3)), ["a"] * 5, columns=2)
+  assert np.any(plain != sheet)  # the references add their (dashed) axes.
+
+
+# --- The Sweet Home 3D catalog reader ----------------------------------------------------
+
+
+def test_parse_properties_handles_escapes_continuations_and_comments():
+  text = ("# comment\n! other comment\nname#1=Bill 10\\u20ac\nkey\\:x = a\\\n    b\n"
+          "modelRotation#2=1 0 0 0 0 1 0 -1 0\nempty#3=\n")
+  assert sweethome3d.parse_properties(text) == {
+      "name#1": "Bill 10\u20ac", "key:x": "ab", "modelRotation#2": "1 0 0 0 0 1 0 -1 0",
+      "empty#3": ""}
+
+
+@pytest.mark.parametrize("name, category", [
+    ("Roasted chicken", None), ("Chicken", "animal"), ("Toilet brush", None),
+    ("Toilets unit", "toilet"), ("TV remote control", None), ("TV", "tvmonitor"),
+    ("TV stand", "cabinet"), ("Cooker", None), ("Large stove", "stove"), ("Desk lamp", "desk_lamp"),
+    ("Desk", "desk"), ("Oak chair", "chair"), ("Glass table", "diningtable"), ("Glass", "glass"),
+    ("Glasses", "eyeglasses"), ("Coffee cup", "cup"), ("Cup cake", None), ("Sofa", "sofa"),
+    ("Corner bathtub", "tub"), ("Bathmat", None), ("Microwave", "microwave"),
+    ("Electric guitar", "guitar"), ("Spray bottle", None), ("Wine bottle", "bottle"),
+    ("Filing cabinet", "filing_cabinet"), ("Parking slot", None)])
+def test_map_category_keywords_and_manual_exceptions(name, category):
+  assert sweethome3d.map_category(name) == category
+
+
+_BOX_OBJ = """mtllib model.mtl
+# {variant}
+v -1 0 -0.5
+v 1 0 -0.5
+v 1 2 -0.5
+v -1 2 -0.5
+v -1 0 0.5
+v 1 0 0.5
+v 1 2 0.5
+v -1 2 0.5
+v -1 0 0.6
+v 1 0 0.6
+v 1 2 0.6
+v -1 2 0.6
+vt 0 0
+vt 1 0
+vt 1 1
+vt 0 1
+usemtl body
+f 1 3 2
+f 1 4 3
+f 5 6 7
+f 5 7 8
+f 1 2 6
+f 1 6 5
+f 4 8 7
+f 4 7 3
+f 1 5 8
+f 1 8 4
+f 2 3 7
+f 2 7 6
+usemtl front
+f 9/1 10/2 11/3
+f 9/1 11/3 12/4
+"""
+_MTL = "newmtl body\nKd 0.2 0.4 0.6\nnewmtl front\nKd 1 1 1\nmap_Kd front.png\n"
+
+
+def _write_sh3f(path) -> None:
+  """A catalog whose model is a box 2 wide, 2 high (y up) with a textured plate on its front
+  (+z), once plain, once with a modelRotation, plus a door and a roasted chicken."""
+  import io
+
+  from PIL import Image
+
+  png = io.BytesIO()
+  Image.fromarray(np.full((4, 4, 3), (255, 0, 0), np.uint8)).save(png, "PNG")
+  entries = [("Oak chair", "box", None, "false"), ("Armchair", "turned", "1 0 0 0 0 1 0 -1 0",
+                                                  "false"),
+             ("Door", "door", None, "true"), ("Roasted chicken", "food", None, "false")]
+  props = ["id=test"]
+  with zipfile.ZipFile(path, "w") as zf:
+    for index, (name, folder, rotation, door) in enumerate(entries, start=1):
+      zf.writestr(f"test/{folder}/model.obj", _BOX_OBJ.format(variant=folder))
+      zf.writestr(f"test/{folder}/model.mtl", _MTL)
+      zf.writestr(f"test/{folder}/front.png", png.getvalue())
+      props += [f"name#{index}={name}", f"category#{index}=Living room",
+                f"model#{index}=/test/{folder}/model.obj", f"doorOrWindow#{index}={door}",
+                f"creator#{index}=kdpose"]
+      if rotation:
+        props.append(f"modelRotation#{index}={rotation}")
+    zf.writestr("PluginFurnitureCatalog.properties", "\n".join(props))
+
+
+def _front_part(mesh):
+  return next(p for p in mesh.parts if p.texture is not None)
+
+
+def test_catalog_models_load_into_the_kdpose_frame(tmp_path):
+  _write_sh3f(tmp_path / "Test.sh3f")
+  entries = sweethome3d.read_catalog(str(tmp_path))
+  assert [e.category for e in entries] == ["chair", "chair", None, None]
+  assert entries[2].door_or_window and entries[1].model_rotation == (1, 0, 0, 0, 0, 1, 0, -1, 0)
+  selected = sweethome3d.select_models(entries)
+  assert [e.object_id for e in selected] == ["Test/1", "Test/2"]
+
+  plain = sweethome3d.load_model(selected[0])
+  vertices = plain.vertices
+  np.testing.assert_allclose(np.linalg.norm(vertices, axis=1).max(), 1.0, atol=1e-6)
+  np.testing.assert_allclose((vertices.min(0) + vertices.max(0)) / 2, 0.0, atol=1e-6)
+  # Width stays x, the height (y up in Sweet Home 3D) becomes z, the depth becomes y.
+  extent = vertices.max(0) - vertices.min(0)
+  np.testing.assert_allclose(extent / extent[0], (1.0, 0.55, 1.0), atol=1e-6)
+  front = _front_part(plain)
+  assert front.vertices[:, 1].max() == pytest.approx(vertices[:, 1].min())  # the front is -y.
+  assert front.texture.shape == (4, 4, 3) and front.uvs.shape == (4, 2)
+  body = next(p for p in plain.parts if p.texture is None)
+  np.testing.assert_allclose(body.color, (0.2, 0.4, 0.6), atol=0.01)
+
+  # modelRotation (x, y, z) -> (x, z, -y) is applied first: the front plate ends on top.
+  turned = sweethome3d.load_model(selected[1])
+  assert _front_part(turned).vertices[:, 2].min() == pytest.approx(turned.vertices[:, 2].max())
+
+
+def test_unreadable_model_raises_model_error_naming_it(tmp_path):
+  _write_sh3f(tmp_path / "Test.sh3f")
+  entry = dataclasses.replace(sweethome3d.read_catalog(str(tmp_path))[0], model="test/nope.obj")
+  with pytest.raises(sweethome3d.ModelError, match="Test/1.*Oak chair"):
+    sweethome3d.load_model(entry)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(sweethome3d.FURNITURE_DIR),
+                    reason="Debian package sweethome3d-furniture is not installed")
+def test_real_catalog_parses_maps_and_loads():
+  entries = sweethome3d.read_catalog()
+  assert len(entries) > 800
+  by_name = {}
+  for entry in entries:
+    by_name.setdefault(entry.name, set()).add(entry.category)
+  assert by_name["Roasted chicken"] == {None} and by_name["Toilet brush"] == {None}
+  assert by_name["TV remote control"] == {None} and by_name["Cooker"] == {None}
+  assert by_name["Toilets unit"] == {"toilet"} and by_name["Chicken"] == {"animal"}
+  selected = sweethome3d.select_models(entries)
+  categories = {e.category for e in selected}
+  assert len(selected) > 350 and len(categories) > 60
+  assert not any(e.door_or_window for e in selected)
+  assert set(sv.OBJECTNET3D_NOVEL) & categories >= {"bed", "bookshelf", "guitar", "toilet", "tub"}
+  rotated = [e for e in selected if e.model_rotation == (1, 0, 0, 0, 0, 1, 0, -1, 0)][:2]
+  assert rotated
+  for entry in rotated + selected[:3]:
+    mesh = sweethome3d.load_model(entry)
+    np.testing.assert_allclose(np.linalg.norm(mesh.vertices, axis=1).max(), 1.0, atol=1e-5)
+    # The same model without its modelRotation: (x, y, z) -> (x, z, -y) swaps two extents.
+    if entry in rotated:
+      bare = sweethome3d.load_model(dataclasses.replace(entry, model_rotation=None))
+      extent, bare_extent = (np.ptp(m.vertices, axis=0) for m in (mesh, bare))
+      np.testing.assert_allclose(extent, bare_extent[[0, 2, 1]], rtol=1e-4)
+
+
+def test_worker_processes_render_the_same_examples(tmp_path):
+  built = {}
+  for workers in (1, 2):
+    config = dataclasses.replace(MICRO, num_workers=workers)
+    builder = sv.SyntheticViews(data_dir=str(tmp_path / str(workers)), config=config,
+                                file_format="array_record")
+    builder.download_and_prepare()
+    built[workers] = {e["object_id"]: e for e in _read(builder.as_data_source("test"))}
+  assert built[1].keys() == built[2].keys()
+  for object_id, example in built[1].items():
+    np.testing.assert_array_equal(example["image"], built[2][object_id]["image"])
+    np.testing.assert_array_equal(example["points"], built[2][object_id]["points"])
