@@ -113,3 +113,14 @@ def full_size(config: ml_collections.ConfigDict, *, train_records: int,
   config.teacher.optimizer.decay_at = (200 / 300,)
   config.student.optimizer.decay_at = (40 / 60,)
   return config
+
+
+def real_dataset(config: ml_collections.ConfigDict, name: str, manual_dir: str,
+                 eval_split: str, *, exclude_novel: bool) -> None:
+  """A benchmark read from the user's manual download: crops padded to 256 px, evaluated on
+  untruncated, unoccluded, non-difficult objects (the anchors' test filter)."""
+  config.dataset.update(dict(
+      name=name, config_name="", manual_dir=manual_dir, pad_size=256,
+      exclude_novel=exclude_novel, eval_splits=(eval_split,),
+      eval_filter=dict(drop_difficult=True, drop_truncated=True, drop_occluded=True,
+                       require_keypoints=False)))

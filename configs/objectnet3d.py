@@ -16,11 +16,9 @@ _TRAIN_RECORDS = 60_000
 
 def get_config(arg=None):
   config = common.base_config("resnet50")
-  config.dataset.update(dict(
-      name="objectnet3d", config_name="", manual_dir="data/manual/ObjectNet3D", pad_size=256,
-      eval_splits=("val",),
-      eval_filter=dict(drop_difficult=True, drop_truncated=True, drop_occluded=True,
-                       require_keypoints=True)))
+  common.real_dataset(config, "objectnet3d", "data/manual/ObjectNet3D", "val",
+                      exclude_novel=True)
+  config.dataset.eval_filter.require_keypoints = True  # ObjectNet3D: the anchors' test filter.
   common.full_size(config, train_records=_TRAIN_RECORDS)
   return common.apply_variants(config, arg, _no_tiny)
 

@@ -14,11 +14,8 @@ _TRAIN_RECORDS = 20_000  # non-difficult train objects of the 12 classes (approx
 
 def get_config(arg=None):
   config = common.base_config("resnet50")
-  config.dataset.update(dict(
-      name="pascal3d", config_name="", manual_dir="data/manual/PASCAL3D+_release1.1",
-      pad_size=256, exclude_novel=False, eval_splits=("test",),
-      eval_filter=dict(drop_difficult=True, drop_truncated=True, drop_occluded=True,
-                       require_keypoints=False)))
+  common.real_dataset(config, "pascal3d", "data/manual/PASCAL3D+_release1.1", "test",
+                      exclude_novel=False)
   common.full_size(config, train_records=_TRAIN_RECORDS)
   return common.apply_variants(config, arg, _no_tiny)
 

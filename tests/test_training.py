@@ -126,3 +126,17 @@ def test_trains_a_few_steps_on_the_objectnet3d_raw_layout(tmp_path):
   report = reports["student"]["val"]
   assert report["novel"]["num_categories"] == 1  # bed: held out of training, evaluated.
   assert report["per_category"]["bed"]["novel"] and report["pooled"]["count"] >= 3
+
+
+def test_evaluate_reproduces_the_saved_report(tiny_run):
+  from kdpose import evaluate
+
+  workdir, reports = tiny_run
+  report, predictions = evaluate.evaluate_checkpoint(workdir, "student", "test")
+  saved = reports["student"]["test"]
+  assert report["step"] == saved["step"] == 4
+  assert report["mean"]["acc30"] == pytest.approx(saved["mean"]["acc30"])
+  assert report["pooled"]["med_err"] == pytest.approx(saved["pooled"]["med_err"], abs=1e-3)
+  assert predictions["viewpoint"].shape == (saved["pooled"]["count"], 3)
+  for name in ("acc_by_category", "errors", "worst_best"):
+    assert os.path.getsize(os.path.join(workdir, "eval", f"student_test_{name}.png")) > 1000

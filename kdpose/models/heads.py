@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdpose import geometry
+from kdpose.models import layers
 
 Pose = dict[str, tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]]
 
@@ -36,10 +37,7 @@ class MLP(nn.Module):
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     x = jnp.asarray(x, self.dtype)
     for width in self.hidden_widths:
-      x = nn.Dense(width, use_bias=False, dtype=self.dtype)(x)  # BatchNorm supplies the bias.
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype)(x)
-      x = nn.relu(x)
+      x = layers.dense_bn_relu(x, width, train=train, dtype=self.dtype)
     return nn.Dense(self.out_dim, dtype=self.dtype)(x)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from kdpose.models import layers
+
 
 class PointNet(nn.Module):
   """Point cloud ``[batch, N, 3]`` -> global shape feature ``[batch, widths[-1]]`` float32.
@@ -34,8 +36,5 @@ class PointNet(nn.Module):
       raise ValueError("kdpose/models/pointnet.py: widths must name at least one layer.")
     x = jnp.asarray(points, self.dtype)
     for width in self.widths:
-      x = nn.Dense(width, use_bias=False, dtype=self.dtype)(x)  # BatchNorm supplies the bias.
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype)(x)
-      x = nn.relu(x)
+      x = layers.dense_bn_relu(x, width, train=train, dtype=self.dtype)
     return jnp.max(x, axis=1).astype(jnp.float32)
