@@ -21,13 +21,18 @@ from kdpose.data import pipeline, registry
 from kdpose.trainers import evaluation, student, teacher
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A training run's workdir.")
-flags.DEFINE_string("split", "test", "Split to evaluate.")
-flags.DEFINE_enum("stage", "student", ["teacher", "student"], "Which model to evaluate.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-config_flags.DEFINE_config_file("dataset_config", None,
-                                "Optional config whose `dataset` block replaces the run's.")
-flags.mark_flag_as_required("workdir")
+
+
+def _define_flags() -> None:
+  """Flags of the command line only, so importing this module defines none."""
+  flags.DEFINE_string("workdir", None, "A training run's workdir.")
+  flags.DEFINE_string("split", "test", "Split to evaluate.")
+  flags.DEFINE_enum("stage", "student", ["teacher", "student"], "Which model to evaluate.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  config_flags.DEFINE_config_file("dataset_config", None,
+                                  "Optional config whose `dataset` block replaces the run's.")
+  flags.mark_flag_as_required("workdir")
+
 
 _STAGE_MODULES = {"teacher": teacher, "student": student}
 
@@ -71,4 +76,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -6,12 +6,13 @@ import functools
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from kdpose import augment, checkpoint, models, optimizers, sharding, state, steps
+from kdpose import augment, checkpoint, models, optimizers, run_config, sharding, state, steps
 from kdpose.data import pipeline
 from kdpose.trainers import loop, teacher
 
@@ -43,23 +44,30 @@ def build(config: ConfigDict):
   return model, tx, schedule, init_fn
 
 
-def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh) -> dict[str, Any]:
-  """The teacher's variables (params, batch_stats) from its latest stage-1 checkpoint in
-  ``config.teacher_workdir`` (when set) or ``workdir``, replicated over the mesh."""
-  teacher_dir = os.path.join(config.teacher_workdir or workdir, "teacher", "checkpoints")
+def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
+                        ) -> tuple[nn.Module, dict[str, Any]]:
+  """The teacher model and its variables (params, batch_stats), replicated over the mesh.
+
+  Taken from the latest stage-1 checkpoint of ``config.teacher_workdir`` (built from that
+  run's own config.json, so its sizes may differ from this config's) or of ``workdir``.
+  """
+  teacher_root = config.teacher_workdir or workdir
+  teacher_dir = os.path.join(teacher_root, "teacher", "checkpoints")
   if not os.path.isdir(teacher_dir):
     raise FileNotFoundError(
         f"Stage 2 needs a trained teacher: no checkpoints in {teacher_dir}. Run stage 1 first "
         "(config.stage='teacher' or 'all') or point config.teacher_workdir at a run that has one.")
+  teacher_config = (run_config.load_run_config(teacher_root) if config.teacher_workdir
+                    else config)
+  model, _, _, init_fn = teacher.build(teacher_config)
   checkpoints = checkpoint.StageCheckpoints(teacher_dir, read_only=True)
-  _, _, _, init_fn = teacher.build(config)
   _, abstract, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
   restored, _ = checkpoints.restore(abstract)
   checkpoints.close()
-  if int(restored.step) < config.teacher.num_steps:
+  if int(restored.step) < teacher_config.teacher.num_steps:
     raise ValueError(f"The teacher in {teacher_dir} is at step {int(restored.step)} of "
-                     f"{config.teacher.num_steps}: finish stage 1 first.")
-  return jax.device_put(restored.variables(), sharding.replicated(mesh))
+                     f"{teacher_config.teacher.num_steps}: finish stage 1 first.")
+  return model, jax.device_put(restored.variables(), sharding.replicated(mesh))
 
 
 def make_stage(config: ConfigDict, workdir: str, mesh: Mesh, train_data: pipeline.SplitData,
@@ -68,8 +76,7 @@ def make_stage(config: ConfigDict, workdir: str, mesh: Mesh, train_data: pipelin
   options = step_options(config)
   teacher_model, teacher_variables = None, {}
   if distills(config):
-    teacher_model = models.build_teacher(config.teacher.model, config.bin_size)
-    teacher_variables = load_frozen_teacher(config, workdir, mesh)
+    teacher_model, teacher_variables = load_frozen_teacher(config, workdir, mesh)
   jitted = loop.jit_train_step(functools.partial(
       steps.student_train_step, model=model, teacher=teacher_model, tx=tx, schedule=schedule,
       options=options), init_fn, mesh, num_frozen=1)
