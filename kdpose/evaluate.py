@@ -49,7 +49,7 @@ def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None =
   data = pipeline.load_split(builder, split, config.dataset, filters=config.dataset.eval_filter)
   module = _STAGE_MODULES[stage]
   model, _, _, init_fn = module.build(config)
-  _, abstract, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+  abstract, _ = state.abstract_state(init_fn, mesh)
   checkpoints = checkpoint.StageCheckpoints(os.path.join(workdir, stage, "checkpoints"),
                                             read_only=True)
   restored, _ = checkpoints.restore(abstract, step)

@@ -44,15 +44,22 @@ def init_train_state(rng: jax.Array, model: flax.linen.Module, tx: optax.Gradien
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
 
+def abstract_state(init_fn: Callable[[jax.Array], TrainState], mesh: Mesh) -> tuple[Any, Any]:
+  """Shapes first: the state's abstract tree with its (replicated) shardings, which is also the
+  orbax restore target, and the sharding tree. Nothing is materialised."""
+  shapes = jax.eval_shape(init_fn, jax.random.key(0))
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, state_sharding)
+  return abstract, state_sharding
+
+
 def create_sharded_state(init_fn: Callable[[jax.Array], TrainState], rng: jax.Array,
                          mesh: Mesh) -> tuple[TrainState, Any, Any]:
-  """Shapes first (eval_shape), then shardings, then materialise with ``jit(out_shardings)``.
+  """Shapes, then shardings, then materialise with ``jit(out_shardings)``.
 
   Returns the state, its abstract tree (the orbax restore target) and its sharding tree.
   """
-  abstract = jax.eval_shape(init_fn, rng)
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  abstract, state_sharding = abstract_state(init_fn, mesh)
   state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
   return state, abstract, state_sharding

@@ -300,3 +300,11 @@ def read_split(builder, split: str) -> dict[str, dict]:
   source = builder.as_data_source(split)
   examples = [source[i] for i in range(len(source))]
   return {e["object_id"].decode(): e for e in examples}
+
+
+def build_fixture(root, make_raw, builder_cls, splits):
+  """Writes a raw dataset with ``make_raw`` under ``root/raw``, builds it into ``root/data``;
+  returns the builder and ``{split: read_split(...)}``."""
+  make_raw(os.fspath(root / "raw"))
+  builder = build(builder_cls, os.fspath(root / "data"), os.fspath(root / "raw"))
+  return builder, {split: read_split(builder, split) for split in splits}

@@ -12,10 +12,8 @@ from kdpose.data import cad_points, crops, features, objectnet3d
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-  root = tmp_path_factory.mktemp("objectnet3d")
-  rf.make_objectnet3d(os.fspath(root / "raw"))
-  builder = rf.build(objectnet3d.ObjectNet3D, os.fspath(root / "data"), os.fspath(root / "raw"))
-  return builder, {split: rf.read_split(builder, split) for split in ("train", "val")}
+  return rf.build_fixture(tmp_path_factory.mktemp("objectnet3d"), rf.make_objectnet3d,
+                          objectnet3d.ObjectNet3D, ("train", "val"))
 
 
 def _category(builder, example):

@@ -11,10 +11,8 @@ from kdpose.data import features, pascal3d
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-  root = tmp_path_factory.mktemp("pascal3d")
-  rf.make_pascal3d(os.fspath(root / "raw"))
-  builder = rf.build(pascal3d.Pascal3D, os.fspath(root / "data"), os.fspath(root / "raw"))
-  return builder, {split: rf.read_split(builder, split) for split in ("train", "test")}
+  return rf.build_fixture(tmp_path_factory.mktemp("pascal3d"), rf.make_pascal3d, pascal3d.Pascal3D,
+                          ("train", "test"))
 
 
 def test_splits_are_imagenet_plus_pascal_train_and_voc_val(built):

@@ -1,7 +1,6 @@
 """Pix3D: the viewpoint derived from cam_position / inplane_rotation, frames, and the builder."""
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -88,10 +87,9 @@ def test_camera_disagreement():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-  root = tmp_path_factory.mktemp("pix3d")
-  rf.make_pix3d(os.fspath(root / "raw"))
-  builder = rf.build(pix3d.Pix3D, os.fspath(root / "data"), os.fspath(root / "raw"))
-  return builder, rf.read_split(builder, "test")
+  builder, splits = rf.build_fixture(tmp_path_factory.mktemp("pix3d"), rf.make_pix3d,
+                                     pix3d.Pix3D, ("test",))
+  return builder, splits["test"]
 
 
 def test_builder_values(built):

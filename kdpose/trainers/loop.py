@@ -93,10 +93,11 @@ def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh
 
 def _restore_or_init(stage: Stage, seed: int, mesh: Mesh, checkpoints: checkpoint.StageCheckpoints):
   """Resume order: this stage's latest checkpoint in the workdir, else a fresh init."""
-  state, abstract, _ = state_lib.create_sharded_state(stage.init_fn, jax.random.key(seed), mesh)
-  if checkpoints.latest_step() is not None:
-    state, meta = checkpoints.restore(abstract)
-    logging.info("%s: resumed from step %d (%s).", stage.name, int(state.step), meta)
+  if checkpoints.latest_step() is None:
+    return state_lib.create_sharded_state(stage.init_fn, jax.random.key(seed), mesh)[0]
+  abstract, _ = state_lib.abstract_state(stage.init_fn, mesh)
+  state, meta = checkpoints.restore(abstract)
+  logging.info("%s: resumed from step %d (%s).", stage.name, int(state.step), meta)
   return state
 
 
@@ -186,7 +187,7 @@ def jit_train_step(step_fn: Callable, init_fn: Callable, mesh: Mesh, num_frozen:
   """jit with explicit shardings: the state replicated and donated, ``num_frozen`` replicated
   non-donated arguments (a frozen teacher), the batch sharded along ``data``, a replicated rng."""
   replicated = sharding.replicated(mesh)
-  state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init_fn, jax.random.key(0)))
+  _, state_sharding = state_lib.abstract_state(init_fn, mesh)
   return jax.jit(step_fn,
                  in_shardings=(state_sharding, *(replicated,) * num_frozen,
                                sharding.batch_sharding(mesh), replicated),

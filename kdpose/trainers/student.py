@@ -61,7 +61,7 @@ def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
                     else config)
   model, _, _, init_fn = teacher.build(teacher_config)
   checkpoints = checkpoint.StageCheckpoints(teacher_dir, read_only=True)
-  _, abstract, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+  abstract, _ = state.abstract_state(init_fn, mesh)
   restored, _ = checkpoints.restore(abstract)
   checkpoints.close()
   if int(restored.step) < teacher_config.teacher.num_steps:
