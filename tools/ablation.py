@@ -22,6 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from kdpose import trainers
+from kdpose.trainers import student as student_trainer
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402 (after choosing the backend)
@@ -34,15 +35,25 @@ flags.DEFINE_list("variants", None, "Student variants to run (default: all).")
 flags.DEFINE_string("report_split", "test", "Split of the table (tune on val, report on test).")
 flags.mark_flag_as_required("workdir")
 
-# Student variants: KD weights and switches on top of the base config's student block.
+# Student variants: the KD terms each switches on (and whether negatives are pose-aware). A term
+# that is on keeps the base config's weight, or 1.0 where the base config has it off.
 VARIANTS = {
-    "baseline": dict(ckd_weight=0.0, logit_weight=0.0, feature_weight=0.0),
-    "ckd": dict(ckd_weight=1.0, logit_weight=0.0, feature_weight=0.0),
-    "logit": dict(ckd_weight=0.0, logit_weight=1.0, feature_weight=0.0),
-    "ckd+logit": dict(ckd_weight=1.0, logit_weight=1.0, feature_weight=0.0),
-    "ckd+pose_aware": dict(ckd_weight=1.0, logit_weight=0.0, feature_weight=0.0, pose_aware=True),
+    "baseline": dict(terms=(), pose_aware=False),
+    "ckd": dict(terms=("ckd",), pose_aware=False),
+    "logit": dict(terms=("logit",), pose_aware=False),
+    "ckd+logit": dict(terms=("ckd", "logit"), pose_aware=False),
+    "ckd+pose_aware": dict(terms=("ckd",), pose_aware=True),
 }
 _GROUPS = ("base", "novel")
+
+
+def apply_variant(student, variant: str) -> None:
+  """Sets the KD weights of the ``student`` config block for ``variant`` (see ``VARIANTS``)."""
+  terms = VARIANTS[variant]["terms"]
+  for name in student_trainer.KD_TERMS:
+    weight = student[f"{name}_weight"]
+    student[f"{name}_weight"] = (weight or 1.0) if name in terms else 0.0
+  student.pose_aware = VARIANTS[variant]["pose_aware"]
 
 
 def _timed_run(config, workdir: str) -> dict:
@@ -69,7 +80,7 @@ def run_study(base, workdir: str, seeds: int, variants: list[str]) -> dict:
     for variant in variants:
       student = config.copy_and_resolve_references()
       student.stage, student.teacher_workdir = "student", teacher_dir
-      student.student.update(VARIANTS[variant])
+      apply_variant(student.student, variant)
       results[seed][variant] = _timed_run(student, os.path.join(workdir, f"seed{seed}", variant))
   return results
 
