@@ -34,6 +34,8 @@ class StepOptions:
     teacher_dropout: dropout rate on the teacher embedding in contrastive KD.
     symmetric: contrastive KD in both directions.
     pose_aware: weigh KD negatives by geodesic(pose_i, pose_j) / 180 (PoseContrast).
+    ckd_projector: contrastive KD on the student's projected embedding (True) or directly on its
+      pose feature (False: no projector between the contrastive and the pose objectives).
     flip_test: evaluation also predicts on mirrored crops and keeps, per sample, the one with
       the more confident azimuth bin.
   """
@@ -47,6 +49,7 @@ class StepOptions:
   teacher_dropout: float = 0.0
   symmetric: bool = False
   pose_aware: bool = False
+  ckd_projector: bool = True
   flip_test: bool = False
 
   def weight(self, name: str) -> float:
@@ -133,8 +136,9 @@ def _distillation_terms(student_out, teacher_out, viewpoints, rng, options: Step
   if options.weight("ckd"):
     teacher_emb = _dropout(rng, teacher_out["embedding"], options.teacher_dropout)
     pose_weights = losses.pose_aware_weights(viewpoints) if options.pose_aware else None
+    student_emb = student_out["embedding" if options.ckd_projector else "feature"]
     terms["ckd"] = losses.contrastive_kd(
-        student_out["embedding"], teacher_emb, options.temperature("ckd"),
+        student_emb, teacher_emb, options.temperature("ckd"),
         pose_weights=pose_weights, symmetric=options.symmetric)
   if options.weight("logit"):
     terms["logit"] = losses.logit_kd(student_out["pose"], teacher_out["pose"],

@@ -93,6 +93,22 @@ def test_student_step_freezes_teacher_and_matches_across_device_counts():
                                                        atol=1e-5), state1.params, state8.params)
 
 
+@pytest.mark.parametrize("ckd_projector", [True, False])
+def test_contrastive_kd_trains_the_projector_only_when_it_is_used(ckd_projector):
+  config = _config()
+  config.student.ckd_projector = ckd_projector
+  config.student.optimizer.weight_decay = 0.0  # L2 decay would move every weight.
+  mesh = _mesh(1)
+  _, init_fn = student.build(config)[2:]
+  initial = state.create_sharded_state(init_fn, jax.random.key(1), mesh)[0].params["projector"]
+  _, _, new_state, _ = _run_student_step(config, mesh, _batch(2))
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), initial,
+                       new_state.params["projector"])
+  # Only the CKD term reaches the projector: without it (ckd on the feature) it stays put.
+  assert all(jax.tree.leaves(moved)) == ckd_projector
+  assert any(jax.tree.leaves(moved)) == ckd_projector
+
+
 def test_baseline_student_runs_without_teacher():
   config = default.get_config("tiny,baseline")
   assert not student.distills(config)

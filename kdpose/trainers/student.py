@@ -26,7 +26,8 @@ def step_options(config: ConfigDict) -> steps.StepOptions:
       flip_test=config.flip_test, augment=augment.AugmentConfig.from_mapping(config.augment),
       weights=(("pose", cfg.pose_weight),) + tuple((n, cfg[f"{n}_weight"]) for n in KD_TERMS),
       temperatures=tuple((n, cfg[f"{n}_temperature"]) for n in KD_TERMS),
-      teacher_dropout=cfg.teacher_dropout, symmetric=cfg.symmetric, pose_aware=cfg.pose_aware)
+      teacher_dropout=cfg.teacher_dropout, symmetric=cfg.symmetric, pose_aware=cfg.pose_aware,
+      ckd_projector=cfg.get("ckd_projector", True))  # runs saved before the option: True.
 
 
 def distills(config: ConfigDict) -> bool:
