@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kdpose import geometry
+
 ACC_THRESHOLD_DEG = 30.0
+ANGLE_NAMES = ("azimuth", "elevation", "inplane")
 
 
 def _summary(errors: np.ndarray, threshold: float) -> dict[str, float]:
@@ -30,6 +33,15 @@ def _mean_over(per_category: dict[str, dict[str, float]], names: Sequence[str]) 
       "med_err": float(np.mean([per_category[n]["med_err"] for n in names])),
       "num_categories": len(names),
   }
+
+
+def angle_errors(pred, target) -> np.ndarray:
+  """Absolute error of each angle, ``[n, 3]`` in degrees, between viewpoints ``pred`` and
+  ``target`` ``[n, 3]`` (degrees; order ``ANGLE_NAMES``). Azimuth and in-plane errors are taken
+  on the circle, in [0, 180]."""
+  diff = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
+  return np.abs(np.stack([geometry.wrap_degrees(diff[..., 0]), diff[..., 1],
+                          geometry.wrap_degrees(diff[..., 2])], -1))
 
 
 def viewpoint_report(

@@ -38,3 +38,10 @@ def test_bad_input():
     metrics.viewpoint_report([1.0, 2.0], ["a"])
   with pytest.raises(ValueError, match="non-finite"):
     metrics.viewpoint_report([np.nan], ["a"])
+
+
+def test_angle_errors_by_hand():
+  pred = np.array([[350.0, 10.0, 170.0], [90.0, -20.0, -10.0]])
+  target = np.array([[10.0, -5.0, -170.0], [270.0, 30.0, 5.0]])
+  np.testing.assert_allclose(metrics.angle_errors(pred, target),
+                             [[20.0, 15.0, 20.0], [180.0, 50.0, 15.0]])

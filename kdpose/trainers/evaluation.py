@@ -44,9 +44,11 @@ def predict_split(eval_step: Callable, variables: Any, data: pipeline.SplitData,
 
 def evaluate_split(eval_step: Callable, variables: Any, data: pipeline.SplitData, *,
                    global_batch_size: int, mesh: Mesh) -> tuple[dict, dict[str, np.ndarray]]:
-  """The ``metrics.viewpoint_report`` of ``data`` and the predictions behind it."""
+  """The ``metrics.viewpoint_report`` of ``data`` and the predictions behind it (the
+  ``predict_split`` arrays and ``category [n]``, the records' category names)."""
   predictions = predict_split(eval_step, variables, data, global_batch_size=global_batch_size,
                               mesh=mesh)
+  predictions["category"] = data.categories
   report = metrics.viewpoint_report(predictions["error"], data.categories,
                                     novel_categories=data.novel_categories)
   return report, predictions

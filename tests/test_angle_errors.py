@@ -1,0 +1,18 @@
+"""tools/angle_errors.py: the per-angle diagnosis row of hand-made predictions."""
+
+import numpy as np
+
+from tools import angle_errors
+
+
+def test_row_separates_the_azimuth_from_the_other_angles():
+  # chair (base): elevation and in-plane right, azimuth off by 90 and by 10 degrees.
+  # bed (novel): azimuth right, elevation off by 40 degrees in one of two samples.
+  target = np.array([[0.0, 10.0, 0.0], [100.0, 0.0, 5.0], [30.0, 20.0, 0.0], [60.0, 0.0, 0.0]])
+  pred = np.array([[90.0, 10.0, 0.0], [110.0, 0.0, 5.0], [30.0, 60.0, 0.0], [60.0, 0.0, 0.0]])
+  predictions = {"viewpoint": pred, "target": target, "error": np.array([90.0, 10.0, 40.0, 0.0]),
+                 "category": np.array(["chair", "chair", "bed", "bed"])}
+  row = angle_errors.angle_row("run", predictions, ["bed"])
+  # Acc@30: chair 50, bed 50; azimuth right: chair 100, bed 50. Median |azimuth error| of
+  # (90, 10, 0, 0) is 5, of elevation (0, 0, 40, 0) is 0; azimuth within 30: 3 of 4.
+  assert row == "| run | 50.0 | 50.0 | 100.0 | 50.0 | 5° | 0° | 0° | 75.0% |"
