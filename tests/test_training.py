@@ -138,7 +138,7 @@ def test_evaluate_reproduces_the_saved_report(tiny_run):
   assert report["mean"]["acc30"] == pytest.approx(saved["mean"]["acc30"])
   assert report["pooled"]["med_err"] == pytest.approx(saved["pooled"]["med_err"], abs=1e-3)
   assert predictions["viewpoint"].shape == (saved["pooled"]["count"], 3)
-  counts = dict(zip(*np.unique(predictions["category"], return_counts=True)))
+  counts = dict(zip(*np.unique(predictions["category"], return_counts=True), strict=True))
   assert counts == {name: row["count"] for name, row in saved["per_category"].items()}
   for name in ("acc_by_category", "errors", "worst_best"):
     assert os.path.getsize(os.path.join(workdir, "eval", f"student_test_{name}.png")) > 1000

@@ -6,6 +6,9 @@ r"""Which angle a trained model gets wrong: per-angle errors of runs on one spli
 
 For each run, restores the stage's latest checkpoint, predicts the split and prints a markdown row:
 - Acc@30 (%, mean over categories) of the base and novel categories, as ``kdpose.evaluate``;
+- the same with the predicted azimuth replaced by a random one ("azimuth random", the mean over
+  azimuths evenly spaced around the circle): the chance level of this model's elevation and
+  in-plane predictions;
 - the same with the predicted azimuth replaced by the true one ("azimuth right"): what the model
   would score if only its elevation and in-plane rotation counted;
 - the median absolute error (degrees, over all samples) of azimuth, elevation and in-plane
@@ -27,23 +30,40 @@ flags.DEFINE_enum("stage", "student", ["teacher", "student"], "Which model of ea
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.mark_flag_as_required("workdirs")
 
-HEADER = ("| run | base Acc@30 | novel Acc@30 | base, azimuth right | novel, azimuth right "
-          "| azimuth MedErr | elevation MedErr | in-plane MedErr | azimuth within 30° |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+# Azimuths that stand for a random one: offsets from the true azimuth every RANDOM_AZIMUTH_STEP
+# degrees around the circle, starting half a step off it (so that no offset lands on 30 degrees).
+RANDOM_AZIMUTH_STEP = 5.0
+HEADER = ("| run | base Acc@30 | novel Acc@30 | base, azimuth random | novel, azimuth random "
+          "| base, azimuth right | novel, azimuth right | azimuth MedErr | elevation MedErr "
+          "| in-plane MedErr | azimuth within 30° |\n|" + "---|" * 11)
+
+
+def _acc30(errors, categories, novel_categories) -> np.ndarray:
+  """Acc@30 (%) of base and novel categories ``[2]``, each a mean over categories."""
+  report = metrics.viewpoint_report(errors, categories, novel_categories)
+  return np.array([report["base"]["acc30"], report["novel"]["acc30"]])
+
+
+def _with_azimuth(pred: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
+  return np.concatenate([azimuth[:, None], pred[:, 1:]], axis=1)
 
 
 def angle_row(name: str, predictions: dict[str, np.ndarray], novel_categories: list[str]) -> str:
   """The markdown row of one run from ``evaluation.evaluate_split``'s predictions: viewpoint and
   target ``[n, 3]`` (degrees), error ``[n]`` (degrees) and category ``[n]``."""
   pred, target = predictions["viewpoint"], predictions["target"]
-  with_true_azimuth = np.concatenate([target[:, :1], pred[:, 1:]], axis=1)
-  reports = [metrics.viewpoint_report(errors, predictions["category"], novel_categories)
-             for errors in (predictions["error"],
-                            geometry.rotation_error(with_true_azimuth, target))]
+  categories = predictions["category"]
+  acc = _acc30(predictions["error"], categories, novel_categories)
+  acc_random_azimuth = np.mean(
+      [_acc30(geometry.rotation_error(_with_azimuth(pred, target[:, 0] + offset), target),
+              categories, novel_categories)
+       for offset in np.arange(RANDOM_AZIMUTH_STEP / 2, 360.0, RANDOM_AZIMUTH_STEP)], axis=0)
+  acc_true_azimuth = _acc30(geometry.rotation_error(_with_azimuth(pred, target[:, 0]), target),
+                            categories, novel_categories)
   errors_per_angle = metrics.angle_errors(pred, target)
   med_angle = np.median(errors_per_angle, axis=0)
   azimuth_within = np.mean(errors_per_angle[:, 0] <= metrics.ACC_THRESHOLD_DEG) * 100.0
-  cells = [f"{r[group]['acc30']:.1f}" for r in reports for group in ("base", "novel")]
+  cells = [f"{value:.1f}" for value in (*acc, *acc_random_azimuth, *acc_true_azimuth)]
   cells += [f"{m:.0f}°" for m in med_angle] + [f"{azimuth_within:.1f}%"]
   return "| " + " | ".join([name, *cells]) + " |"
 
