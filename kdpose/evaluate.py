@@ -38,9 +38,13 @@ _STAGE_MODULES = {"teacher": teacher, "student": student}
 
 
 def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None = None,
-                        dataset: ml_collections.ConfigDict | None = None) -> tuple[dict, dict]:
+                        dataset: ml_collections.ConfigDict | None = None,
+                        swap_shapes: bool = False) -> tuple[dict, dict]:
   """Viewpoint report and predictions of ``stage``'s checkpoint on ``split`` of the run's
-  dataset, or of ``dataset`` (a config ``dataset`` block) when given."""
+  dataset, or of ``dataset`` (a config ``dataset`` block) when given. ``swap_shapes`` gives the
+  teacher other samples' point clouds (``steps.eval_step``)."""
+  if swap_shapes and stage != "teacher":
+    raise ValueError(f"swap_shapes needs the teacher (it sees shapes), not the {stage}.")
   config = run_config.load_run_config(workdir)
   if dataset is not None:
     config.dataset = dataset
@@ -56,7 +60,8 @@ def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None =
   checkpoints.close()
   eval_step = jax.jit(functools.partial(steps.eval_step, model=model,
                                         options=module.step_options(config),
-                                        uses_points=stage == "teacher"))
+                                        uses_points=stage == "teacher",
+                                        swap_shapes=swap_shapes))
   report, predictions = evaluation.evaluate_split(
       eval_step, restored.variables(), data, global_batch_size=config.eval_batch_size, mesh=mesh)
   report["step"] = int(restored.step)

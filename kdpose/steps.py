@@ -200,11 +200,16 @@ def student_train_step(state: TrainState, teacher_variables: dict[str, Any],
 
 
 def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: nn.Module,
-              options: StepOptions, uses_points: bool) -> dict[str, jax.Array]:
+              options: StepOptions, uses_points: bool,
+              swap_shapes: bool = False) -> dict[str, jax.Array]:
   """Predictions on exact box crops: viewpoint ``[B, 3]`` and confidence ``[B, 3]``, error
   ``[B]`` against the label (all degrees but confidence). The teacher also gets the first
-  ``num_points`` stored points (a uniform sample: stored points are i.i.d. surface samples)."""
+  ``num_points`` stored points (a uniform sample: stored points are i.i.d. surface samples).
+  With ``swap_shapes`` (a diagnostic of the teacher), each sample gets the points of the sample
+  half a batch away instead of its own."""
   points = batch["points"][:, :options.num_points] if uses_points else None
+  if swap_shapes:
+    points = jnp.roll(points, points.shape[0] // 2, axis=0)
   viewpoint, confidence = inference.predict_boxes(
       model, variables, batch["image"], batch["box"], image_size=options.image_size,
       bin_size=options.bin_size, flip_test=options.flip_test, points=points)

@@ -1,6 +1,7 @@
 """tools/angle_errors.py: the per-angle diagnosis row of hand-made predictions."""
 
 import numpy as np
+import pytest
 
 from tools import angle_errors
 
@@ -18,3 +19,10 @@ def test_row_separates_the_azimuth_from_the_other_angles():
   # 16.7, bed 8.3. Azimuth right: chair 100, bed 50. Median |azimuth error| of (90, 10, 0, 0) is
   # 5, of elevation (0, 0, 40, 0) is 0; azimuth within 30: 3 of 4.
   assert row == ("| run | 50.0 | 50.0 | 16.7 | 8.3 | 100.0 | 50.0 | 5° | 0° | 0° | 75.0% |")
+
+
+def test_swapped_shapes_are_refused_for_a_student(tmp_path):
+  from kdpose import evaluate
+
+  with pytest.raises(ValueError, match="swap_shapes needs the teacher"):
+    evaluate.evaluate_checkpoint(str(tmp_path), "student", "test", swap_shapes=True)

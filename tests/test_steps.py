@@ -140,6 +140,22 @@ def test_eval_step_reports_error_of_decoded_prediction():
       atol=1e-2)
 
 
+def test_eval_step_with_swapped_shapes_sees_the_points_half_a_batch_away():
+  config = _config()
+  mesh = _mesh(2)
+  model, _, _, init_fn = teacher.build(config)
+  train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
+  batch = _batch()
+  rolled = dict(batch, points=np.concatenate([batch["points"][BATCH // 2:],
+                                              batch["points"][:BATCH // 2]]))
+  run = lambda b, swap: jax.device_get(jax.jit(functools.partial(
+      steps.eval_step, model=model, options=teacher.step_options(config), uses_points=True,
+      swap_shapes=swap))(train_state.variables(), sharding.host_to_global(b, mesh)))
+  swapped, own = run(batch, True), run(batch, False)
+  np.testing.assert_allclose(swapped["confidence"], run(rolled, False)["confidence"], atol=1e-6)
+  assert np.abs(swapped["confidence"] - own["confidence"]).max() > 1e-4
+
+
 def test_sample_points_draws_distinct_stored_points():
   points = jnp.arange(2 * 10 * 3, dtype=jnp.float32).reshape(2, 10, 3)
   drawn = steps.sample_points(jax.random.key(0), points, 6)

@@ -15,6 +15,7 @@ For each run, restores the stage's latest checkpoint, predicts the split and pri
   rotation, and the share of samples with the azimuth within 30 degrees.
 
 A random azimuth has a median error of 90 degrees and is within 30 degrees 16.7% of the time.
+``--swap_shapes`` scores a teacher on other samples' shapes: what it owes to the shape it sees.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training runs' workdirs.")
 flags.DEFINE_enum("stage", "student", ["teacher", "student"], "Which model of each run.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_bool("swap_shapes", False, "Teacher only: give each sample the point cloud of the "
+                  "sample half an eval batch away (does the teacher use the shape?).")
 flags.mark_flag_as_required("workdirs")
 
 # Azimuths that stand for a random one: offsets from the true azimuth every RANDOM_AZIMUTH_STEP
@@ -72,10 +75,12 @@ def main(argv) -> None:
   del argv
   rows = []
   for workdir in FLAGS.workdirs:
-    report, predictions = evaluate.evaluate_checkpoint(workdir, FLAGS.stage, FLAGS.split)
+    report, predictions = evaluate.evaluate_checkpoint(workdir, FLAGS.stage, FLAGS.split,
+                                                       swap_shapes=FLAGS.swap_shapes)
     novel = [name for name, row in report["per_category"].items() if row["novel"]]
     rows.append(angle_row(workdir, predictions, novel))
-  print(f"{FLAGS.stage} on {FLAGS.split}\n\n{HEADER}\n" + "\n".join(rows))
+  swapped = ", shapes swapped" if FLAGS.swap_shapes else ""
+  print(f"{FLAGS.stage} on {FLAGS.split}{swapped}\n\n{HEADER}\n" + "\n".join(rows))
 
 
 if __name__ == "__main__":
