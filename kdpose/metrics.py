@@ -12,7 +12,6 @@ import numpy as np
 from kdpose import geometry
 
 ACC_THRESHOLD_DEG = 30.0
-ANGLE_NAMES = ("azimuth", "elevation", "inplane")
 
 
 def _summary(errors: np.ndarray, threshold: float) -> dict[str, float]:
@@ -37,8 +36,8 @@ def _mean_over(per_category: dict[str, dict[str, float]], names: Sequence[str]) 
 
 def angle_errors(pred, target) -> np.ndarray:
   """Absolute error of each angle, ``[n, 3]`` in degrees, between viewpoints ``pred`` and
-  ``target`` ``[n, 3]`` (degrees; order ``ANGLE_NAMES``). Azimuth and in-plane errors are taken
-  on the circle, in [0, 180]."""
+  ``target`` ``[n, 3]`` (degrees; in the order of ``geometry.ANGLE_NAMES``). Azimuth and
+  in-plane errors are taken on the circle, in [0, 180]."""
   diff = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
   return np.abs(np.stack([geometry.wrap_degrees(diff[..., 0]), diff[..., 1],
                           geometry.wrap_degrees(diff[..., 2])], -1))
