@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from kdpose import metrics
 from tools import angle_errors
 
 
@@ -13,7 +14,8 @@ def test_row_separates_the_azimuth_from_the_other_angles():
   pred = np.array([[90.0, 10.0, 0.0], [110.0, 0.0, 5.0], [30.0, 60.0, 0.0], [60.0, 0.0, 0.0]])
   predictions = {"viewpoint": pred, "target": target, "error": np.array([90.0, 10.0, 40.0, 0.0]),
                  "category": np.array(["chair", "chair", "bed", "bed"])}
-  row = angle_errors.angle_row("run", predictions, ["bed"])
+  report = metrics.viewpoint_report(predictions["error"], predictions["category"], ["bed"])
+  row = angle_errors.angle_row("run", report, predictions)
   # Acc@30: chair 50, bed 50. Azimuth random: a sample with the other angles right is within 30
   # degrees for 60 of 360 degrees of azimuth (16.7%), the one with elevation off never: chair
   # 16.7, bed 8.3. Azimuth right: chair 100, bed 50. Median |azimuth error| of (90, 10, 0, 0) is

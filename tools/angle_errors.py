@@ -51,12 +51,13 @@ def _with_azimuth(pred: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
   return np.concatenate([azimuth[:, None], pred[:, 1:]], axis=1)
 
 
-def angle_row(name: str, predictions: dict[str, np.ndarray], novel_categories: list[str]) -> str:
-  """The markdown row of one run from ``evaluation.evaluate_split``'s predictions: viewpoint and
-  target ``[n, 3]`` (degrees), error ``[n]`` (degrees) and category ``[n]``."""
+def angle_row(name: str, report: dict, predictions: dict[str, np.ndarray]) -> str:
+  """The markdown row of one run from ``evaluation.evaluate_split``'s report and predictions:
+  viewpoint and target ``[n, 3]`` (degrees) and category ``[n]``."""
   pred, target = predictions["viewpoint"], predictions["target"]
   categories = predictions["category"]
-  acc = _acc30(predictions["error"], categories, novel_categories)
+  novel_categories = [c for c, row in report["per_category"].items() if row["novel"]]
+  acc = [report["base"]["acc30"], report["novel"]["acc30"]]
   acc_random_azimuth = np.mean(
       [_acc30(geometry.rotation_error(_with_azimuth(pred, target[:, 0] + offset), target),
               categories, novel_categories)
@@ -77,8 +78,7 @@ def main(argv) -> None:
   for workdir in FLAGS.workdirs:
     report, predictions = evaluate.evaluate_checkpoint(workdir, FLAGS.stage, FLAGS.split,
                                                        swap_shapes=FLAGS.swap_shapes)
-    novel = [name for name, row in report["per_category"].items() if row["novel"]]
-    rows.append(angle_row(workdir, predictions, novel))
+    rows.append(angle_row(workdir, report, predictions))
   swapped = ", shapes swapped" if FLAGS.swap_shapes else ""
   print(f"{FLAGS.stage} on {FLAGS.split}{swapped}\n\n{HEADER}\n" + "\n".join(rows))
 
