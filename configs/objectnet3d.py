@@ -3,6 +3,12 @@ r"""ObjectNet3D zero-shot protocol: train on the 80 base categories, report base
   python -m kdpose.main --config configs/objectnet3d.py --workdir runs/objectnet3d \
       --config.dataset.manual_dir=/path/to/ObjectNet3D
 
+The anchors start from pretrained ResNet-50 weights; give the user's file to both stages (a
+torchvision checkpoint such as ``resnet50-19c8e357.pth`` or MoCo-v2's
+``moco_v2_800ep_pretrain.pth.tar``; nothing is downloaded):
+  --config.teacher.model.pretrained=/path/to/resnet50.pth \
+  --config.student.model.pretrained=/path/to/resnet50.pth
+
 Evaluation follows the anchors (StarMap, PoseFromShape): the ``val`` split, untruncated,
 unoccluded objects with keypoint annotations.
 """

@@ -3,6 +3,12 @@ r"""Pascal3D+ category-agnostic: train on ImageNet + PASCAL train images, test o
   python -m kdpose.main --config configs/pascal3d.py --workdir runs/pascal3d \
       --config.dataset.manual_dir=/path/to/PASCAL3D+_release1.1
 
+The anchors start from pretrained ResNet-50 weights; give the user's file to both stages (a
+torchvision checkpoint such as ``resnet50-19c8e357.pth`` or MoCo-v2's
+``moco_v2_800ep_pretrain.pth.tar``; nothing is downloaded):
+  --config.teacher.model.pretrained=/path/to/resnet50.pth \
+  --config.student.model.pretrained=/path/to/resnet50.pth
+
 The anchors' headline numbers train on all 12 classes (``exclude_novel=False``); the optional
 zero-shot split (bus, motorbike novel) is ``--config.dataset.exclude_novel=True``.
 """

@@ -5,7 +5,8 @@ The host pipeline delivers ``images`` uint8 ``[batch, S, S, 3]`` and object ``bo
 covers [i, i + 1], its centre is at i + 0.5). Every geometric step of a sample (box jitter, the
 keep-aspect resize with centred zero padding to a square, horizontal flip, in-plane rotation about
 the crop centre) is folded into ONE affine map from output pixels to source pixels, sampled once
-with bilinear interpolation. Photometric ops and ImageNet normalisation follow.
+with bilinear interpolation. Photometric ops follow. Crops come out as RGB in [0, 1]: each image
+encoder normalises its input itself (``models.encoder_parts``).
 
 The output is ``Rotate_r(Flip(Crop(image)))``, so labels go through ``flip_viewpoint`` first and
 then ``rotate_inplane(r)`` (positive ``r`` turns the content counter-clockwise: t -> t + r).
@@ -27,8 +28,6 @@ import numpy as np
 
 from kdpose import geometry
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # RGB, images in [0, 1].
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as torchvision's grayscale.
 _ROTATION_MODES = ("uniform", "normal", "none")
 _MIN_BLUR_SIGMA = 0.1  # pixels; blur sigma ~ U(0.1, blur_sigma_max) as in SimCLR-style blur.
@@ -277,15 +276,9 @@ def _photometric(images, mask, luma_mean, params: _Params, config: AugmentConfig
   return images * _centre(mask, margin)
 
 
-def normalize(images):
-  """ImageNet normalisation of [0, 1] float images ``[..., 3]``."""
-  return (images - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def denormalize(images) -> np.ndarray:
-  """Normalised images ``[..., 3]`` -> uint8 numpy ``[..., 3]`` for pictures (rounded, clipped)."""
-  pixels = (np.asarray(images, dtype=np.float32) * IMAGENET_STD + IMAGENET_MEAN) * 255.0
-  return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+def to_uint8(images) -> np.ndarray:
+  """Crops ``[..., 3]`` in [0, 1] -> uint8 numpy ``[..., 3]`` for pictures (rounded, clipped)."""
+  return np.clip(np.round(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 def _check_inputs(images, boxes, out_size: int):
@@ -309,14 +302,14 @@ def crop_images(images: jax.Array, boxes: jax.Array, out_size: int) -> jax.Array
     out_size: side of the square output, pixels.
 
   Returns:
-    float32 ``[batch, out, out, 3]``, ImageNet-normalised; the box keeps its aspect ratio,
-    centred, with zero (black) padding.
+    float32 ``[batch, out, out, 3]``, RGB in [0, 1]; the box keeps its aspect ratio, centred,
+    with zero (black) padding.
   """
   _check_inputs(images, boxes, out_size)
   batch = images.shape[0]
   crops, _ = _warp(images, boxes.astype(jnp.float32), jnp.zeros(batch, bool),
                    jnp.zeros(batch, jnp.float32), out_size)
-  return normalize(crops)
+  return crops
 
 
 @functools.partial(jax.jit, static_argnames=("out_size", "config"))
@@ -334,7 +327,7 @@ def augment_batch(rng: jax.Array, images: jax.Array, boxes: jax.Array, viewpoint
     config: which ops and how strong.
 
   Returns:
-    images float32 ``[batch, out, out, 3]`` ImageNet-normalised, viewpoints ``[batch, 3]``
+    images float32 ``[batch, out, out, 3]`` RGB in [0, 1], viewpoints ``[batch, 3]``
     in degrees (flipped, then in-plane rotated, in canonical ranges), and ``flipped [batch]``
     (bool): a mirrored image shows the mirrored object, so its shape must be mirrored too
     (``mirror_points``).
@@ -356,7 +349,7 @@ def augment_batch(rng: jax.Array, images: jax.Array, boxes: jax.Array, viewpoint
   viewpoints = jnp.where(params.flip[:, None], geometry.flip_viewpoint(viewpoints), viewpoints)
   if config.rotation_mode != "none":
     viewpoints = geometry.rotate_inplane(viewpoints, params.angle)
-  return normalize(crops), viewpoints, params.flip
+  return crops, viewpoints, params.flip
 
 
 def mirror_points(points: jax.Array, flipped: jax.Array) -> jax.Array:

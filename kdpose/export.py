@@ -4,9 +4,11 @@ r"""The trained student as a self-contained export, and how it is loaded back.
       [--saved_model]
 
 An export directory holds:
-  model.json     format and its version, the student's model config, bin_size, image_size, the
-                 kdpose version, the source run and step, the dataset's category names
-                 (informational), and the size and sha256 of every checkpoint file.
+  model.json     format and its version, the student's model config, bin_size, image_size,
+                 the input normalisation its encoder applies (``input``: the model takes RGB in
+                 [0, 1] and normalises inside with this mean and std), the kdpose version, the
+                 source run and step, the dataset's category names (informational), and the
+                 size and sha256 of every checkpoint file.
   variables/     an orbax checkpoint of ``{"params", "batch_stats"}`` (no optimizer state).
   saved_model/   optional TensorFlow SavedModel (``--saved_model``), signature
                  ``serving_default``: ``images`` float32 ``[B, image_size, image_size, 3]``, RGB
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 import kdpose
-from kdpose import augment, inference, models, run_config
+from kdpose import inference, models, run_config
 
 FORMAT_NAME = "kdpose-student-export"
 FORMAT_VERSION = 1
@@ -189,7 +191,7 @@ def write_saved_model(path: str, model: models.Student, variables: dict[str, Any
   from jax.experimental import jax2tf
 
   def serve(variables, images):
-    crops = augment.normalize(images / 255.0)
+    crops = images / 255.0
     viewpoint, confidence = inference.predict_crops(model, variables, crops, bin_size=bin_size)
     return {"azimuth": viewpoint[:, 0], "elevation": viewpoint[:, 1],
             "inplane": viewpoint[:, 2], "confidence": confidence}
@@ -233,6 +235,7 @@ def export_student(workdir: str, out_dir: str | None = None, step: int | None = 
       "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
       "kdpose_version": kdpose.__version__, "model": config.student.model.to_dict(),
       "bin_size": float(config.bin_size), "image_size": int(config.image_size),
+      "input": dict(models.input_normalization(config.student.model), range="RGB in [0, 1]"),
       "source": {"workdir": workdir, "step": step,
                  "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")},
       "dataset": _dataset_metadata(config),

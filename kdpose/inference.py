@@ -30,13 +30,14 @@ def _mirror_points(points: jax.Array) -> jax.Array:
 def predict_crops(model: nn.Module, variables: dict[str, Any], crops: jax.Array, *,
                   bin_size: float, flip_test: bool = False, points: jax.Array | None = None
                   ) -> tuple[jax.Array, jax.Array]:
-  """Viewpoints of normalised crops.
+  """Viewpoints of crops.
 
   Args:
     model: a student (``model.apply(variables, crops, train=False)``) or, with ``points``, a
       teacher (``model.apply(variables, crops, points, train=False)``).
     variables: ``{"params", "batch_stats"}``.
-    crops: float32 ``[B, S, S, 3]``, ImageNet-normalised (``augment.crop_images``).
+    crops: float32 ``[B, S, S, 3]``, RGB in [0, 1] (``augment.crop_images``); the model's
+      encoder normalises them as its weights expect.
     bin_size: pose bin size, degrees.
     flip_test: also predict on the mirrored crops and keep, per sample, the prediction whose
       azimuth-bin confidence is higher (the unflipped one on ties).

@@ -185,6 +185,6 @@ def record_crops(data: pipeline.SplitData, size: int = DISPLAY_SIZE
   def crop(k: int) -> np.ndarray:
     arrays = pipeline.example_arrays(data.source[int(data.indices[k])], data.pad_size)
     crops = augment.crop_images(arrays["image"][None], arrays["box"][None], size)
-    return augment.denormalize(crops)[0]
+    return augment.to_uint8(crops)[0]
 
   return crop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from kdpose import sharding
+from kdpose.models import pretrained
 
 
 @flax.struct.dataclass
@@ -42,6 +44,25 @@ def init_train_state(rng: jax.Array, model: flax.linen.Module, tx: optax.Gradien
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+
+def with_pretrained_encoder(state: TrainState, model_config: Any) -> TrainState:
+  """``state`` with the image encoder's params and batch_stats replaced by the weights that
+  ``model_config.pretrained`` names (unchanged when it is empty), on the same shardings.
+
+  The optimizer state needs no change: Adam's moments start at zero whatever the parameters.
+  """
+  source = model_config.get("pretrained", "")
+  if not source:
+    return state
+  current = {"params": state.params["image_encoder"],
+             "batch_stats": state.batch_stats.get("image_encoder", {})}
+  loaded = pretrained.load_encoder(model_config.image_encoder, source, current)
+  placed = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), loaded, current)
+  logging.info("Image encoder %s: pretrained weights from %s.", model_config.image_encoder,
+               pretrained.weight_file(model_config.image_encoder, source))
+  return state.replace(params=dict(state.params, image_encoder=placed["params"]),
+                       batch_stats=dict(state.batch_stats, image_encoder=placed["batch_stats"]))
 
 
 def abstract_state(init_fn: Callable[[jax.Array], TrainState], mesh: Mesh) -> tuple[Any, Any]:

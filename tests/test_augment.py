@@ -26,11 +26,6 @@ MIRROR = np.diag([-1.0, 1.0, 1.0])
 FULL = augment.AugmentConfig(rotation_mode="normal", grayscale_prob=0.5, blur_prob=0.5)
 
 
-def _to_unit(images):
-  """Normalised network input -> float images in [0, 1] (no rounding)."""
-  return np.asarray(images) * augment.IMAGENET_STD + augment.IMAGENET_MEAN
-
-
 def _project(points, viewpoint, size):
   """Orthographic projection of ``[n, 3]`` points -> (col, row) ``[n, 2]`` in pixels of a
   ``size`` image centred on the object: u = x_cam, v = y_cam (up), row = centre - v."""
@@ -63,8 +58,8 @@ def test_crop_copies_the_box_pixels_exactly():
   image = rng.integers(0, 256, (1, 48, 48, 3), dtype=np.uint8)
   out = augment.crop_images(jnp.asarray(image), jnp.array([[5.0, 7.0, 37.0, 39.0]]), 32)
   assert out.shape == (1, 32, 32, 3) and out.dtype == jnp.float32
-  np.testing.assert_allclose(_to_unit(out)[0] * 255.0, image[0, 7:39, 5:37], atol=1e-3)
-  np.testing.assert_array_equal(augment.denormalize(out)[0], image[0, 7:39, 5:37])
+  np.testing.assert_allclose(np.asarray(out)[0] * 255.0, image[0, 7:39, 5:37], atol=1e-3)
+  np.testing.assert_array_equal(augment.to_uint8(out)[0], image[0, 7:39, 5:37])
 
 
 @pytest.mark.parametrize("out_size", [32, 16])
@@ -73,11 +68,11 @@ def test_crop_of_a_2_to_1_box_fills_the_middle_and_pads_with_zeros(out_size):
   image = np.zeros((1, 48, 48, 3), np.uint8)
   image[0, 10:26, 4:36] = colour  # 32 wide, 16 high, exactly the box below.
   out = augment.crop_images(jnp.asarray(image), jnp.array([[4.0, 10.0, 36.0, 26.0]]), out_size)
-  pixels = augment.denormalize(out)[0]
+  pixels = augment.to_uint8(out)[0]
   quarter = out_size // 4
   np.testing.assert_array_equal(pixels[quarter:3 * quarter], np.broadcast_to(colour, (
       2 * quarter, out_size, 3)))
-  zero = -augment.IMAGENET_MEAN / augment.IMAGENET_STD  # black before normalisation.
+  zero = np.zeros(3)  # black padding.
   np.testing.assert_allclose(np.asarray(out)[0, :quarter], np.broadcast_to(zero, (
       quarter, out_size, 3)), atol=1e-6)
   np.testing.assert_allclose(np.asarray(out)[0, 3 * quarter:], np.broadcast_to(zero, (
@@ -89,7 +84,7 @@ def test_crop_interpolates_bilinearly_at_pixel_centres():
   ramp = np.broadcast_to((8 * np.arange(32, dtype=np.uint8))[None, :, None], (32, 32, 3))
   out = augment.crop_images(jnp.asarray(ramp[None]), jnp.array([[8.0, 8.0, 24.0, 24.0]]), 32)
   x = 8.0 + (np.arange(32) + 0.5) / 2.0
-  np.testing.assert_allclose(_to_unit(out)[0, 5, :, 1] * 255.0, 8.0 * (x - 0.5), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(out)[0, 5, :, 1] * 255.0, 8.0 * (x - 0.5), atol=1e-3)
 
 
 @pytest.mark.parametrize("config", [
@@ -108,7 +103,7 @@ def test_augmented_image_is_the_rendering_at_the_returned_label(config):
   viewpoints = jnp.asarray(np.tile(viewpoint, (batch, 1)), jnp.float32)
   out, labels, _ = augment.augment_batch(jax.random.key(3), images, boxes, viewpoints, out_size,
                                       config)
-  out, labels = _to_unit(out), np.asarray(labels, np.float64)
+  out, labels = np.asarray(out), np.asarray(labels, np.float64)
   flipped = labels[:, 0] != viewpoint[0]
   angles = geometry.wrap_degrees(labels[:, 2] - np.where(flipped, -viewpoint[2], viewpoint[2]))
   if config.rotation_mode != "none":
@@ -181,7 +176,7 @@ def test_output_shape_dtype_and_canonical_labels():
   assert np.all((labels[:, 0] >= 0) & (labels[:, 0] < 360))
   np.testing.assert_array_equal(labels[:, 1], viewpoints[:, 1])
   assert np.all((labels[:, 2] >= -180) & (labels[:, 2] < 180))
-  assert np.all((_to_unit(out) >= -1e-5) & (_to_unit(out) <= 1 + 1e-5))
+  assert np.all((np.asarray(out) >= -1e-5) & (np.asarray(out) <= 1 + 1e-5))
 
 
 def test_grayscale_gives_equal_channels_and_padding_stays_black():
@@ -190,7 +185,7 @@ def test_grayscale_gives_equal_channels_and_padding_stays_black():
   config = dataclasses.replace(augment.AugmentConfig(), box_jitter=0.0, rotation_mode="none",
                                grayscale_prob=1.0, blur_prob=1.0)
   out, _, _ = augment.augment_batch(jax.random.key(2), images, boxes, viewpoints, 32, config)
-  unit = _to_unit(out)
+  unit = np.asarray(out)
   np.testing.assert_allclose(unit[..., 0], unit[..., 1], atol=1e-5)
   np.testing.assert_allclose(unit[..., 0], unit[..., 2], atol=1e-5)
   np.testing.assert_allclose(unit[:, :8], 0.0, atol=1e-6)
@@ -227,7 +222,7 @@ def test_blur_spreads_an_impulse_symmetrically_and_keeps_its_mass():
   config = dataclasses.replace(OFF, blur_prob=1.0, blur_sigma_max=1.0)
   out, _, _ = augment.augment_batch(jax.random.key(5), jnp.asarray(image), boxes,
                                  jnp.zeros((4, 3)), 32, config)
-  blurred = _to_unit(out)[..., 0]
+  blurred = np.asarray(out)[..., 0]
   patch = blurred[:, 14:19, 14:19]  # radius-2 kernel around the impulse.
   np.testing.assert_allclose(blurred.sum(axis=(1, 2)), 1.0, atol=1e-4)
   np.testing.assert_allclose(patch.sum(axis=(1, 2)), 1.0, atol=1e-4)
@@ -251,9 +246,9 @@ def test_box_jitter_moves_the_crop_but_keeps_the_object_centre():
   config = dataclasses.replace(OFF, box_jitter=0.1)
   out, _, _ = augment.augment_batch(jax.random.key(6), jnp.asarray(image), boxes,
                                  jnp.zeros((8, 3)), 32, config)
-  pixels = augment.denormalize(out)
+  pixels = augment.to_uint8(out)
   np.testing.assert_array_equal(pixels[:, 12:20, 12:20], np.broadcast_to(colour, (8, 8, 8, 3)))
-  exact = augment.denormalize(augment.crop_images(jnp.asarray(image), boxes, 32))
+  exact = augment.to_uint8(augment.crop_images(jnp.asarray(image), boxes, 32))
   assert all(not np.array_equal(pixels[i], exact[i]) for i in range(8))
 
 

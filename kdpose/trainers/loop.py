@@ -92,9 +92,11 @@ def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh
 
 
 def _restore_or_init(stage: Stage, seed: int, mesh: Mesh, checkpoints: checkpoint.StageCheckpoints):
-  """Resume order: this stage's latest checkpoint in the workdir, else a fresh init."""
+  """Resume order: this stage's latest checkpoint in the workdir, else a fresh init (with the
+  pretrained encoder weights, if the model config names them)."""
   if checkpoints.latest_step() is None:
-    return state_lib.create_sharded_state(stage.init_fn, jax.random.key(seed), mesh)[0]
+    state = state_lib.create_sharded_state(stage.init_fn, jax.random.key(seed), mesh)[0]
+    return state_lib.with_pretrained_encoder(state, stage.config.model)
   abstract, _ = state_lib.abstract_state(stage.init_fn, mesh)
   state, meta = checkpoints.restore(abstract)
   logging.info("%s: resumed from step %d (%s).", stage.name, int(state.step), meta)

@@ -39,7 +39,7 @@ def build(config: ConfigDict):
   """The student model, its optimizer and schedule, and its state's init function."""
   cfg = config.student
   model = models.build_student(cfg.model, config.bin_size)
-  tx, schedule = optimizers.make_optimizer(cfg.optimizer, cfg.num_steps)
+  tx, schedule = optimizers.make_optimizer(cfg.optimizer, cfg.num_steps, cfg.model)
   example = (jnp.zeros((1, config.image_size, config.image_size, 3)),)
   init_fn = functools.partial(state.init_train_state, model=model, tx=tx, example_inputs=example)
   return model, tx, schedule, init_fn
