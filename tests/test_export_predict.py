@@ -60,6 +60,9 @@ def test_export_holds_what_training_had(run):
   assert meta["format_version"] == export.FORMAT_VERSION
   assert (meta["image_size"], meta["bin_size"], meta["source"]["step"]) == (32, 15.0, STEP)
   assert meta["model"] == json.loads(json.dumps(run.config.student.model.to_dict()))
+  # The tiny student's ResNet normalises with the ImageNet statistics, recorded for serving.
+  assert meta["input"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                           "range": "RGB in [0, 1]"}
   _, variables, _ = export.load_export(run.export_dir)
   expected = run.state.variables()
   assert jax.tree.structure(variables) == jax.tree.structure(expected)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from ml_collections import ConfigDict
 
 from kdpose import models, optimizers, state
 from kdpose.models import pretrained, resnet, torch_file
@@ -143,8 +144,6 @@ def test_fine_tuning_optimizer_scales_pretrained_and_freezes_stages():
   opt = dict(name="adam", learning_rate=0.1, weight_decay=0.5, schedule="constant",
              warmup_steps=0, decay_at=(), decay_factor=0.1, grad_clip_norm=0.0,
              pretrained_lr_multiplier=0.1)
-  from ml_collections import ConfigDict
-
   tx, _ = optimizers.make_optimizer(ConfigDict(opt), 10, config)
   grads = jax.tree.map(lambda x: 2.0 * x, params)
   updates, _ = tx.update(grads, tx.init(params), params)

@@ -251,24 +251,27 @@ def _load_zip(path: str) -> Any:
     if byteorder not in ("little", "big"):
       raise ValueError(f"{path}: {folder}byteorder says {byteorder[:20]!r}, not little or big.")
     with archive.open(pickles[0]) as file:
-      unpickler = _Unpickler(file, path)
-      obj = unpickler.load()
+      obj, unpickler = _load_pickle(file, path, pickles[0])
     data = {}
     for key, ref in unpickler.storages.items():
       if f"{folder}data/{key}" not in names:
         raise ValueError(f"{path}: truncated: storage {key} has no record {folder}data/{key}.")
-      data[key] = _check_length(path, key, archive.read(f"{folder}data/{key}"), ref)
+      try:
+        data[key] = _check_length(path, key, archive.read(f"{folder}data/{key}"), ref)
+      except (zipfile.BadZipFile, EOFError) as e:  # A CRC error, a cut-off compressed record.
+        raise ValueError(f"{path}: corrupt zip record {folder}data/{key} ({e}).") from e
   return _materialise(
     obj, lambda t: _build(path, t, data[t.storage.key], byteorder == "big"), set()
   )
 
 
 def _load_pickle(file: BinaryIO, path: str, what: str) -> tuple[Any, _Unpickler]:
+  """The next pickle in ``file`` and its unpickler (which holds the storages it named)."""
   unpickler = _Unpickler(file, path)
   try:
     return unpickler.load(), unpickler
-  except (EOFError, pickle.UnpicklingError, struct.error) as e:
-    raise ValueError(f"{path}: truncated or corrupt legacy torch file: {what} ({e}).") from e
+  except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: truncated or corrupt checkpoint: {what} ({e}).") from e
 
 
 def _legacy_header(file: BinaryIO, path: str) -> bool:
@@ -279,7 +282,7 @@ def _legacy_header(file: BinaryIO, path: str) -> bool:
     raise ValueError(f"{path}: {_NOT_TORCH}: {e}") from e
   if magic != _LEGACY_MAGIC:
     raise ValueError(f"{path}: {_NOT_TORCH}.")
-  protocol, _ = _load_pickle(file, path, "the protocol version")
+  protocol, _ = _load_pickle(file, path, "the legacy protocol version")
   if protocol != _LEGACY_PROTOCOL:
     raise ValueError(f"{path}: legacy torch protocol {protocol!r} (only {_LEGACY_PROTOCOL}).")
   sys_info, _ = _load_pickle(file, path, "the sys-info dict")
