@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +58,6 @@ def with_pretrained_encoder(state: TrainState, model_config: Any) -> TrainState:
              "batch_stats": state.batch_stats.get("image_encoder", {})}
   loaded = pretrained.load_encoder(model_config.image_encoder, source, current)
   placed = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), loaded, current)
-  logging.info("Image encoder %s: pretrained weights from %s.", model_config.image_encoder,
-               pretrained.weight_file(model_config.image_encoder, source))
   return state.replace(params=dict(state.params, image_encoder=placed["params"]),
                        batch_stats=dict(state.batch_stats, image_encoder=placed["batch_stats"]))
 

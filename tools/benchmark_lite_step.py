@@ -50,21 +50,8 @@ flags.DEFINE_string("md", "", "Write a markdown summary here.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "tools", "peer", "student_step.py")
-
-
-def make_batch(batch: int, source_size: int, num_points: int = 1024, seed: int = 0
-               ) -> dict[str, np.ndarray]:
-  """The batch of ``tools/peer/student_step.make_batch`` (that module imports torch)."""
-  rng = np.random.default_rng(seed)
-  corners = rng.uniform(0.0, 0.3, (batch, 2)) * source_size
-  sides = rng.uniform(0.4, 0.7, (batch, 2)) * source_size
-  return {
-      "image": rng.integers(0, 256, (batch, source_size, source_size, 3), dtype=np.uint8),
-      "box": np.concatenate([corners, corners + sides], 1).astype(np.float32),
-      "viewpoint": (rng.uniform(0, 1, (batch, 3)) * [360, 180, 360] - [0, 90, 180]).astype(
-          np.float32),
-      "points": rng.normal(size=(batch, num_points, 3)).astype(np.float32),
-  }
+sys.path.insert(0, ROOT)
+from tools.peer.batch import make_batch  # noqa: E402 (torch-free: both sides draw this batch)
 
 
 def jax_step():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -150,4 +151,5 @@ def load_encoder(encoder: str, pretrained: str, target: dict[str, Any]) -> dict[
   """The encoder's pretrained ``{"params", "batch_stats"}`` (numpy float32) shaped as
   ``target``, from the file ``pretrained`` names (see the module docstring)."""
   path = weight_file(encoder, pretrained)
+  logging.info("Image encoder %s: pretrained weights from %s.", encoder, path)
   return convert(torch_file.load_state_dict(path), encoder, target, path)
