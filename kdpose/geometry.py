@@ -26,6 +26,10 @@ DEFAULT_BIN_SIZE = 15.0  # degrees, as in the anchors.
 # (start, end) in degrees of each angle's range: azimuth, elevation, in-plane.
 ANGLE_RANGES = ((0.0, 360.0), (-90.0, 90.0), (-180.0, 180.0))
 ANGLE_NAMES = ("azimuth", "elevation", "inplane")
+# Symmetry of an object about its vertical (z) axis, as an int code per sample: none, 2-fold
+# (azimuth a and a + 180 look the same) or continuous (every azimuth looks the same).
+SYMMETRY_NAMES = ("none", "two_fold", "continuous")
+SYMMETRY_NONE, SYMMETRY_TWO_FOLD, SYMMETRY_CONTINUOUS = range(3)
 
 
 def _xp(*arrays):

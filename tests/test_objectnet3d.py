@@ -108,7 +108,8 @@ def test_metadata_and_classes(built):
   assert len(names) == 100 and len(set(names)) == 100
   novel = builder.info.metadata[features.NOVEL_CATEGORIES_KEY]
   assert len(novel) == 20 and set(novel) <= set(names) and "wheelchair" in novel
-  assert set(builder.info.metadata[features.SYMMETRIC_CATEGORIES_KEY]) <= set(names)
+  symmetry = builder.info.metadata[features.CATEGORY_SYMMETRY_KEY]
+  assert set(symmetry) <= set(names) and symmetry["bottle"] == "continuous"
   assert builder.info.features["points"].shape == (64, 3)
 
 

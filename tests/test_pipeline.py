@@ -17,8 +17,9 @@ def _data(num_records=10):
   source = [_record(i) for i in range(num_records)]
   indices = np.arange(num_records)
   return pipeline.SplitData(source=source, indices=indices, categories=indices.astype(str),
-                            category_names=["a", "b", "c"], novel_categories=[], pad_size=10,
-                            num_points=4)
+                            shape_ids=indices.astype(str), category_names=["a", "b", "c"],
+                            category_symmetry=np.array([0, 2, 1], np.int32),
+                            novel_categories=[], pad_size=10, num_points=4)
 
 
 def test_train_positions_are_a_pure_function_of_seed_and_step():

@@ -82,7 +82,8 @@ def test_record_crops_crop_the_box():
              "viewpoint": np.zeros(3, np.float32), "points": np.zeros((4, 3), np.float32),
              "category": 0}
   data = pipeline.SplitData(source=[None, example], indices=np.array([1]),
-                            categories=np.array(["a"]), category_names=["a"],
+                            categories=np.array(["a"]), shape_ids=np.array(["s"]),
+                            category_names=["a"], category_symmetry=np.zeros(1, np.int32),
                             novel_categories=[], pad_size=64, num_points=4)
   crop = plots.record_crops(data, size=16)(0)
   assert crop.shape == (16, 16, 3)

@@ -62,7 +62,7 @@ def test_tiny_splits_hold_the_configured_views_of_disjoint_shapes(tiny_dir):
 def test_tiny_examples_have_the_shared_features_and_sane_values(tiny_dir):
   builder = sv.SyntheticViews(data_dir=tiny_dir, config="tiny")
   assert builder.info.metadata[features.NOVEL_CATEGORIES_KEY] == ["bookshelf"]
-  assert builder.info.metadata[features.SYMMETRIC_CATEGORIES_KEY] == ["bottle"]
+  assert builder.info.metadata[features.CATEGORY_SYMMETRY_KEY] == {"bottle": "continuous"}
   assert builder.info.metadata["skipped_models"] == []
   for example in _read(builder.as_data_source("test")):
     assert example["image"].shape == (64, 64, 3) and example["image"].dtype == np.uint8

@@ -48,7 +48,8 @@ def _summary(builder, seconds: float | None) -> None:
           + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
   metadata = builder.info.metadata
   print(f"novel categories: {', '.join(metadata[features.NOVEL_CATEGORIES_KEY])}")
-  print(f"symmetric categories: {', '.join(metadata[features.SYMMETRIC_CATEGORIES_KEY])}")
+  print("symmetric categories: " + ", ".join(
+      f"{name} ({kind})" for name, kind in sorted(metadata[features.CATEGORY_SYMMETRY_KEY].items())))
   print(f"shapes: {metadata.get('train_shapes')} train, {metadata.get('held_out_shapes')} "
         f"held out; backgrounds: {metadata.get('background_source')}")
   skipped = metadata.get("skipped_models", [])

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -121,13 +121,14 @@ class SkipLog:
 class RealPhotoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """What the real-photo builders share: configs, DatasetInfo, manual-dir checks, skip logs.
 
-  Subclasses set CATEGORIES, NOVEL_CATEGORIES, SYMMETRIC_CATEGORIES, REQUIRED_PATHS (entries that
+  Subclasses set CATEGORIES, NOVEL_CATEGORIES, CATEGORY_SYMMETRY, REQUIRED_PATHS (entries that
   must exist in the manual dir), HOMEPAGE, CITATION, MANUAL_DOWNLOAD_INSTRUCTIONS, and implement
   `_split_generators` / `_generate_examples`. After a build, `skip_logs[split]` holds the counts.
   """
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "shape_id (the CAD model) per example; category_symmetry metadata."}
   BUILDER_CONFIGS = [
       RealPhotoConfig(name="default", description="256 px crops, 2048 points per example."),
       RealPhotoConfig(name="small", image_longer_side=128, num_points=1024,
@@ -136,7 +137,7 @@ class RealPhotoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   DEFAULT_CONFIG_NAME = "default"
   CATEGORIES: Sequence[str] = ()
   NOVEL_CATEGORIES: Sequence[str] = ()
-  SYMMETRIC_CATEGORIES: Sequence[str] = ()
+  CATEGORY_SYMMETRY: Mapping[str, str] = {}
   REQUIRED_PATHS: Sequence[str] = ()
   HOMEPAGE = ""
   CITATION = ""
@@ -157,7 +158,7 @@ class RealPhotoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         citation=self.CITATION,
         metadata=tfds.core.MetadataDict({
             features_lib.NOVEL_CATEGORIES_KEY: list(self.NOVEL_CATEGORIES),
-            features_lib.SYMMETRIC_CATEGORIES_KEY: list(self.SYMMETRIC_CATEGORIES),
+            features_lib.CATEGORY_SYMMETRY_KEY: dict(self.CATEGORY_SYMMETRY),
         }),
     )
 
@@ -178,12 +179,13 @@ class RealPhotoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _example(self, image: Image.Image, box: Sequence[float], *, source: str,
                viewpoint: Sequence[float], points: np.ndarray, category: str, object_id: str,
+               shape_id: str,
                truncated: bool, occluded: bool, difficult: bool, has_keypoints: bool) -> dict:
     """The feature dict of one object.
 
     ``box`` is (x1, y1, x2, y2) in pixel-edge coordinates of ``image``; ``viewpoint`` the
-    azimuth, elevation, in-plane angles in degrees (any range); ``source`` names the annotation
-    in error messages.
+    azimuth, elevation, in-plane angles in degrees (any range); ``shape_id`` names the CAD model;
+    ``source`` names the annotation in error messages.
     """
     config = self.builder_config
     jpeg, bbox = crop_object(image, box, longer_side=config.image_longer_side,
@@ -192,6 +194,7 @@ class RealPhotoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "image": jpeg, "bbox": bbox,
         "viewpoint": canonical_viewpoint(viewpoint),
         "points": np.asarray(points, POINTS_DTYPE), "category": category, "object_id": object_id,
+        "shape_id": shape_id,
         "truncated": bool(truncated), "occluded": bool(occluded),
         "difficult": bool(difficult), "has_keypoints": bool(has_keypoints),
     }

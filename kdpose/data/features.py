@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 
 # Builder metadata keys (in `DatasetInfo.metadata`).
 NOVEL_CATEGORIES_KEY = "novel_categories"  # categories held out of training (zero-shot protocol).
-SYMMETRIC_CATEGORIES_KEY = "symmetric_categories"  # rotationally symmetric: azimuth undefined.
+# {category: "two_fold" | "continuous"} (geometry.SYMMETRY_NAMES); unnamed categories have none.
+CATEGORY_SYMMETRY_KEY = "category_symmetry"
 
 
 def example_features(
@@ -27,7 +28,9 @@ def example_features(
   - viewpoint: float32 [3], azimuth, elevation, in-plane rotation in degrees (see geometry.py).
   - points: [num_points, 3] surface samples of the object's shape in the object frame
     (z up, front -y), centred and scaled to the unit sphere.
-  - category: class label; object_id: text naming the source image/render and object.
+  - category: class label; object_id: text naming the source image/render and object;
+    shape_id: text naming the object's shape (mesh or CAD model), the unit that evaluation
+    intervals resample.
   - truncated, occluded, difficult, has_keypoints: bools used by evaluation filters.
   """
   return tfds.features.FeaturesDict({
@@ -37,6 +40,7 @@ def example_features(
       "points": tfds.features.Tensor(shape=(num_points, 3), dtype=points_dtype),
       "category": tfds.features.ClassLabel(names=list(category_names)),
       "object_id": tfds.features.Text(),
+      "shape_id": tfds.features.Text(),
       "truncated": tfds.features.Scalar(dtype=np.bool_),
       "occluded": tfds.features.Scalar(dtype=np.bool_),
       "difficult": tfds.features.Scalar(dtype=np.bool_),

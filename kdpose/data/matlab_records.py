@@ -213,5 +213,6 @@ class MatRecordBuilder(crops.RealPhotoBuilder, skip_registration=True):
     return self._example(
         image, obj.box_edges, source=where, viewpoint=obj.viewpoint.angles,
         points=cache.points(cad_path(obj)), category=obj.category, object_id=object_id,
+        shape_id=f"{obj.category}/{obj.cad_index:02d}",
         truncated=obj.truncated, occluded=obj.occluded, difficult=obj.difficult,
         has_keypoints=obj.has_keypoints)

@@ -38,11 +38,11 @@ NOVEL_CATEGORIES = (
     "tub", "wheelchair",
 )
 # Rotationally symmetric (azimuth ill-defined), as listed by PoseFromShape / PoseContrast.
-SYMMETRIC_CATEGORIES = (
+CATEGORY_SYMMETRY = dict.fromkeys((
     "ashtray", "basket", "bottle", "bucket", "can", "cap", "cup", "fire_extinguisher",
     "fish_tank", "flashlight", "helmet", "jar", "paintbrush", "pen", "pencil", "plate", "pot",
     "road_pole", "screwdriver", "toothbrush", "trash_bin", "trophy",
-)
+), "continuous")
 SPLITS = {"train": "train.txt", "val": "val.txt"}
 
 _INSTRUCTIONS = """\
@@ -68,7 +68,7 @@ class ObjectNet3D(matlab_records.MatRecordBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   CATEGORIES = CATEGORIES
   NOVEL_CATEGORIES = NOVEL_CATEGORIES
-  SYMMETRIC_CATEGORIES = SYMMETRIC_CATEGORIES
+  CATEGORY_SYMMETRY = CATEGORY_SYMMETRY
   REQUIRED_PATHS = ("Annotations", "Images", "Image_sets/train.txt", "Image_sets/val.txt",
                     "CAD/off")
   HOMEPAGE = "https://cvgl.stanford.edu/projects/objectnet3d/"

@@ -21,7 +21,7 @@ CATEGORIES = ("aeroplane", "bicycle", "boat", "bottle", "bus", "car", "chair", "
 # Optional zero-shot split. The anchors' headline Pascal3D+ numbers train on all 12 classes:
 # a training config holds these out only when it asks for the novel-category protocol.
 NOVEL_CATEGORIES = ("bus", "motorbike")
-SYMMETRIC_CATEGORIES = ("bottle",)
+CATEGORY_SYMMETRY = {"bottle": "continuous"}
 _SOURCES = {"imagenet": ".JPEG", "pascal": ".jpg"}  # image source -> file extension.
 _VOC_SETS = os.path.join("PASCAL", "VOCdevkit", "VOC2012", "ImageSets", "Main")
 
@@ -48,7 +48,7 @@ class Pascal3D(matlab_records.MatRecordBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   CATEGORIES = CATEGORIES
   NOVEL_CATEGORIES = NOVEL_CATEGORIES
-  SYMMETRIC_CATEGORIES = SYMMETRIC_CATEGORIES
+  CATEGORY_SYMMETRY = CATEGORY_SYMMETRY
   REQUIRED_PATHS = ("Annotations", "Images", "CAD", _VOC_SETS)
   HOMEPAGE = "https://cvgl.stanford.edu/projects/pascal3d.html"
   CITATION = """@inproceedings{xiang2014beyond,

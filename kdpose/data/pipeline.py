@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import ConfigDict
 
+from kdpose import geometry
 from kdpose.data import features as features_lib
 
 # Per-record flags the filters read, all bools in every kdpose dataset.
@@ -30,7 +31,10 @@ class SplitData:
     source: random-access TFDS data source of the split.
     indices: ``[n]`` record indices kept.
     categories: ``[n]`` category names of the kept records.
+    shape_ids: ``[n]`` shape (mesh or CAD model) names of the kept records.
     category_names: all category names of the dataset.
+    category_symmetry: ``[num_categories]`` int32 symmetry code of each category
+      (``geometry.SYMMETRY_NAMES``).
     novel_categories: categories the dataset holds out of training.
     pad_size: images are zero-padded at the bottom/right to ``[pad_size, pad_size, 3]``.
     num_points: points stored per example.
@@ -39,7 +43,9 @@ class SplitData:
   source: Sequence
   indices: np.ndarray
   categories: np.ndarray
+  shape_ids: np.ndarray
   category_names: list[str]
+  category_symmetry: np.ndarray
   novel_categories: list[str]
   pad_size: int
   num_points: int
@@ -47,6 +53,19 @@ class SplitData:
 
 def _metadata_list(info: tfds.core.DatasetInfo, key: str) -> list[str]:
   return list((info.metadata or {}).get(key, []))
+
+
+def category_symmetry_codes(info: tfds.core.DatasetInfo) -> np.ndarray:
+  """``[num_categories]`` int32 symmetry codes from the builder's ``category_symmetry``."""
+  names = info.features["category"].names
+  symmetry = dict((info.metadata or {}).get(features_lib.CATEGORY_SYMMETRY_KEY, {}))
+  unknown = sorted(set(symmetry) - set(names))
+  bad = sorted(k for k, v in symmetry.items() if v not in geometry.SYMMETRY_NAMES)
+  if unknown or bad:
+    raise ValueError(f"Dataset {info.full_name}: category_symmetry names unknown categories "
+                     f"{unknown} or symmetries {bad} outside {geometry.SYMMETRY_NAMES}.")
+  return np.array([geometry.SYMMETRY_NAMES.index(symmetry.get(n, "none")) for n in names],
+                  np.int32)
 
 
 def _pad_size(info: tfds.core.DatasetInfo, config: ConfigDict) -> int:
@@ -87,7 +106,8 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, config: ConfigDict
                      f"excluding {list(exclude_categories)}.")
   return SplitData(
       source=builder.as_data_source(split), indices=indices, categories=categories[indices],
-      category_names=list(names),
+      shape_ids=np.array([str(records[i]["shape_id"], "utf-8") for i in indices]),
+      category_names=list(names), category_symmetry=category_symmetry_codes(info),
       novel_categories=_metadata_list(info, features_lib.NOVEL_CATEGORIES_KEY),
       pad_size=_pad_size(info, config), num_points=info.features["points"].shape[0])
 
@@ -97,7 +117,7 @@ def example_arrays(example: dict, pad_size: int) -> dict[str, np.ndarray]:
 
   Returns image uint8 ``[S, S, 3]`` (zero-padded bottom/right), box float32 ``[4]`` = (x1, y1,
   x2, y2) in pixels of that image, viewpoint float32 ``[3]`` degrees, points float32 ``[N, 3]``,
-  category int32.
+  category int32. (``BatchLoader`` adds the category's int32 ``symmetry``.)
   """
   image = np.asarray(example["image"])
   if image.ndim == 2 or image.shape[-1] == 1:
@@ -148,7 +168,9 @@ class BatchLoader:
     records = self.data.indices[positions]
     examples = self._example_pool.map(lambda i: example_arrays(self.data.source[int(i)],
                                                        self.data.pad_size), records)
-    return _stack(list(examples))
+    batch = _stack(list(examples))
+    batch["symmetry"] = self.data.category_symmetry[batch["category"]]
+    return batch
 
   def iterate(self, positions_per_batch: Iterator[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """Yields the batch of each position array, loading ``prefetch`` batches ahead."""

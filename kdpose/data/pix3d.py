@@ -138,7 +138,7 @@ class Pix3D(crops.RealPhotoBuilder):
     image = crops.load_rgb(os.path.join(root, image_name), size)
     return self._example(
         image, box, source=where, viewpoint=viewpoint, points=cache.points(model_name),
-        category=record["category"], object_id=image_name,
+        category=record["category"], object_id=image_name, shape_id=model_name,
         truncated=bool(record.get("truncated")),
         occluded=bool(record.get("occluded")) or bool(record.get("slightly_occluded")),
         difficult=False, has_keypoints=True)

@@ -16,7 +16,7 @@ import trimesh
 from kdpose.data.renderer import MeshPart, TexturedMesh
 
 CATEGORIES = ("chair", "car", "bookshelf", "cup", "desk_lamp", "bottle")
-SYMMETRIC_CATEGORIES = ("bottle",)  # rotationally symmetric about z: azimuth is undefined.
+CATEGORY_SYMMETRY = {"bottle": "continuous"}  # a round bottle has no azimuth.
 _SECTIONS = 24  # polygon sides of round pieces.
 
 

@@ -149,8 +149,12 @@ _COMPILED_RULES = tuple((re.compile(rf"\b(?:{pattern})\b"), category)
 
 CATEGORIES = tuple(sorted(
     {c for _, c in KEYWORD_RULES} | {c for c in NAME_OVERRIDES.values() if c is not None}))
-# Rotationally symmetric about the vertical axis (or nearly so): azimuth is undefined.
-SYMMETRIC_CATEGORIES = ("bottle", "bowl", "glass", "lamp", "plant", "pot")
+# Symmetric about the vertical axis (or nearly so): azimuth is undefined ("continuous") or
+# defined up to 180 degrees ("two_fold"); ObjectNet3D's list where it names the category.
+CATEGORY_SYMMETRY = {
+    **dict.fromkeys(("basket", "bottle", "bowl", "cup", "fire_extinguisher", "flashlight", "glass",
+                     "helmet", "lamp", "plant", "pot", "trash_bin"), "continuous"),
+    "diningtable": "two_fold"}
 _SKIPPED_SH3D_CATEGORIES = ("Doors and windows", "Staircases")
 _CHARACTER_ARCHIVES = ("Reallusion.sh3f",)  # people: their skin textures make poor backgrounds.
 

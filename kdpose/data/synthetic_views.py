@@ -88,10 +88,10 @@ def category_names(config: SyntheticViewsConfig) -> tuple[str, ...]:
   raise ValueError(f"Unknown mesh_source {config.mesh_source!r}: 'sweethome3d' or 'primitives'.")
 
 
-def symmetric_categories(config: SyntheticViewsConfig) -> tuple[str, ...]:
+def category_symmetry(config: SyntheticViewsConfig) -> dict[str, str]:
   if config.mesh_source == "sweethome3d":
-    return sweethome3d.SYMMETRIC_CATEGORIES
-  return primitive_shapes.SYMMETRIC_CATEGORIES
+    return sweethome3d.CATEGORY_SYMMETRY
+  return primitive_shapes.CATEGORY_SYMMETRY
 
 
 def novel_categories(config: SyntheticViewsConfig) -> tuple[str, ...]:
@@ -296,7 +296,7 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
             category_names(config), num_points=config.num_points, image_shape=(size, size, 3)),
         metadata=tfds.core.MetadataDict({
             features.NOVEL_CATEGORIES_KEY: list(novel_categories(config)),
-            features.SYMMETRIC_CATEGORIES_KEY: list(symmetric_categories(config)),
+            features.CATEGORY_SYMMETRY_KEY: dict(category_symmetry(config)),
         }),
     )
 
@@ -334,7 +334,8 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
             skipped.append(ref.object_id)
           continue
         for index, example in enumerate(examples):
-          example.update(category=ref.category, object_id=f"{ref.object_id}/{split}/{index}")
+          example.update(category=ref.category, object_id=f"{ref.object_id}/{split}/{index}",
+                         shape_id=ref.object_id)
           yield example["object_id"], example
 
 
