@@ -16,12 +16,16 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Real meshes (Sweet Home 3D furniture) and real photos for backgrounds of the default dataset.
+# Real meshes (Sweet Home 3D furniture; FlightGear, CRRCSim and TORCS aircraft, ships and cars:
+# about 1.1 GB of downloads, 1.4 GB installed) and real photos for backgrounds of the default dataset.
+MESH_DIRS := /usr/share/sweethome3d/furniture /usr/share/wallpapers /usr/share/games/flightgear/AI \
+  /usr/share/games/flightgear/Models /usr/share/games/crrcsim /usr/share/games/torcs
 system-deps:
-	@if [ ! -d /usr/share/sweethome3d/furniture ] || [ ! -d /usr/share/wallpapers ]; then \
+	@if ! ls -d $(MESH_DIRS) > /dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    sweethome3d-furniture plasma-workspace-wallpapers mate-backgrounds; \
+	    --no-install-recommends sweethome3d-furniture plasma-workspace-wallpapers \
+	    mate-backgrounds flightgear-data-ai flightgear-data-models crrcsim-data torcs-data; \
 	fi
 
 # The main job: build the offline default dataset, train teacher and student, evaluate.

@@ -15,9 +15,9 @@ from kdpose.data import features, sweethome3d
 from kdpose.data import synthetic_views as sv
 
 MICRO = sv.SyntheticViewsConfig(
-    name="micro", mesh_source="primitives", background_source="procedural", image_size=32,
-    num_points=32, train_views=2, val_views=1, test_views=1, primitives_per_category=2,
-    num_workers=1)
+    name="micro", mesh_sources=("primitives",), background_source="procedural", image_size=32,
+    num_points=32, train_views=2, val_views=1, test_views=1, primitives_per_category=3,
+    min_test_shapes=1, min_val_shapes=1, min_train_shapes=1, num_workers=1)
 
 
 def _tiny_config() -> sv.SyntheticViewsConfig:
@@ -42,21 +42,25 @@ def _read(source) -> list[dict]:
 
 def test_tiny_splits_hold_the_configured_views_of_disjoint_shapes(tiny_dir):
   config = _tiny_config()
-  train, held_out = sv.split_shapes(sv.list_shapes(config), config.held_out_fraction,
-                                    sv.novel_categories(config), config.novel_held_out_fraction)
+  refs, novel = sv.split_shapes(sv.list_shapes(config), config, sv.novel_categories(config))
   builder = sv.SyntheticViews(data_dir=tiny_dir, config="tiny")
   examples = {split: _read(builder.as_data_source(split)) for split in sv.SPLITS}
-  assert len(examples["train"]) == len(train) * config.train_views == 120
-  assert len(examples["val"]) == len(held_out) * config.val_views
-  assert len(examples["test"]) == len(held_out) * config.test_views
-  shapes = {split: {_shape_id(e["object_id"]) for e in examples[split]} for split in sv.SPLITS}
-  assert shapes["train"] == {r.object_id for r in train}
-  assert shapes["val"] == shapes["test"] == {r.object_id for r in held_out}
-  assert not shapes["train"] & shapes["test"]
-  # Every base category keeps a training shape; the novel one has test shapes.
+  views = {"train": config.train_views, "val": config.val_views, "test": config.test_views}
+  shapes = {split: {e["shape_id"].decode() for e in examples[split]} for split in sv.SPLITS}
+  for split in sv.SPLITS:
+    assert len(examples[split]) == len(refs[split]) * views[split]
+    assert shapes[split] == {r.object_id for r in refs[split]}
+    assert {_shape_id(e["object_id"]) for e in examples[split]} == shapes[split]
+  assert len(examples["train"]) == 100  # 5 base categories x 2 train shapes x 10 views.
+  assert not shapes["train"] & shapes["val"] and not shapes["train"] & shapes["test"]
+  assert not shapes["val"] & shapes["test"]
+  # Every base category trains; the novel one is only evaluated, in both val and test.
   names = builder.info.features["category"].names
-  assert {names[e["category"]] for e in examples["train"]} == set(names)
-  assert "bookshelf" in {names[e["category"]] for e in examples["test"]}
+  trained = {names[e["category"]] for e in examples["train"]}
+  assert trained == set(names) - {"bookshelf"} and novel == ("bookshelf",)
+  assert builder.info.metadata[features.NOVEL_CATEGORIES_KEY] == ["bookshelf"]
+  for split in ("val", "test"):
+    assert "bookshelf" in {names[e["category"]] for e in examples[split]}
 
 
 def test_tiny_examples_have_the_shared_features_and_sane_values(tiny_dir):
@@ -109,12 +113,14 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
   assert not builder.is_prepared()
   again = sv.SyntheticViews(data_dir=str(tmp_path), config=MICRO, file_format="array_record")
   assert not again.is_prepared()
-  assert not os.path.exists(os.path.join(tmp_path, "synthetic_views", "micro", "1.0.0"))
+  assert not os.path.exists(os.path.join(tmp_path, "synthetic_views", "micro",
+                                         str(sv.SyntheticViews.VERSION)))
   with pytest.raises(KeyError, match="not been generated"):
     again.as_data_source("train")
   monkeypatch.setattr(sv.ViewRenderer, "example", example)
   again.download_and_prepare()
-  assert again.is_prepared() and len(again.as_data_source("train")) == 6 * 2 * 1
+  # 5 base categories x 1 train shape (3 - 1 test - 1 val) x 2 views; the novel one has none.
+  assert again.is_prepared() and len(again.as_data_source("train")) == 5 * 1 * 2
 
 
 def test_broken_model_is_skipped_with_a_warning_and_counted(tmp_path, monkeypatch, caplog):
@@ -136,26 +142,36 @@ def test_broken_model_is_skipped_with_a_warning_and_counted(tmp_path, monkeypatc
 
 
 def test_missing_furniture_package_names_the_install(tmp_path):
-  config = dataclasses.replace(MICRO, mesh_source="sweethome3d", furniture_dir=str(tmp_path))
+  config = dataclasses.replace(MICRO, mesh_sources=("sweethome3d",), furniture_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="apt-get install sweethome3d-furniture"):
     sv.list_shapes(config)
 
 
-def test_split_shapes_holds_out_by_stable_hash_with_per_category_minimums():
+def test_split_shapes_gives_disjoint_splits_with_minimum_shape_counts():
   def refs(category, count):
     return [sv.ShapeRef(f"{category}/{i}", category, lambda: None) for i in range(count)]
 
-  everything = refs("chair", 40) + refs("lamp", 1) + refs("guitar", 1) + refs("bed", 3)
-  train, held_out = sv.split_shapes(everything, 0.25, ("guitar", "bed"), 0.5)
-  held = {r.object_id for r in held_out}
-  assert held == {r.object_id for r in sv.split_shapes(everything[::-1], 0.25, ("guitar", "bed"),
-                                                         0.5)[1]}  # order does not matter.
-  expected_chairs = sum(sv.stable_fraction(f"chair/{i}") < 0.25 for i in range(40))
-  assert sum(h.startswith("chair/") for h in held) == expected_chairs > 0
-  assert "lamp/0" not in held  # a base category's only shape trains.
-  assert "guitar/0" in held  # a novel category's only shape is tested.
-  assert len(train) + len(held_out) == len(everything)
-  assert sv.stable_fraction("chair/0") == sv.stable_fraction("chair/0")
+  config = sv.SyntheticViewsConfig(name="split")  # 5 test, 2 val, 5 train shapes at least.
+  everything = (refs("chair", 40) + refs("lamp", 11) + refs("sofa", 12) + refs("guitar", 6)
+                + refs("bed", 7))
+  splits, novel = sv.split_shapes(everything, config, ("guitar", "bed"))
+  again, _ = sv.split_shapes(everything[::-1], config, ("guitar", "bed"))
+  assert splits == again  # the input order does not matter.
+  count = lambda split, category: sum(r.category == category for r in splits[split])
+  # chair: round(0.2 * 40) = 8 test, round(0.1 * 40) = 4 val, 28 train.
+  assert [count(s, "chair") for s in ("test", "val", "train")] == [8, 4, 28]
+  # Test shapes are the lowest stable hashes, then val.
+  ranked = sorted(range(40), key=lambda i: sv.stable_fraction(f"chair/{i}"))
+  assert {r.object_id for r in splits["test"] if r.category == "chair"} == {
+      f"chair/{i}" for i in ranked[:8]}
+  assert [count(s, "sofa") for s in ("test", "val", "train")] == [5, 2, 5]
+  assert [count(s, "lamp") for s in ("test", "val", "train")] == [0, 0, 11]  # 11 < 5 + 2 + 5.
+  # Novel: no train shapes; bed 7 = 2 val + 5 test is evaluated, guitar 6 is too small.
+  assert [count(s, "bed") for s in ("test", "val", "train")] == [5, 2, 0]
+  assert [count(s, "guitar") for s in ("test", "val", "train")] == [0, 0, 6]
+  assert novel == ("bed",)
+  ids = [r.object_id for split in sv.SPLITS for r in splits[split]]
+  assert sorted(ids) == sorted(r.object_id for r in everything)  # each shape exactly once.
 
 
 def test_mask_bbox_is_normalised_ymin_xmin_ymax_xmax():

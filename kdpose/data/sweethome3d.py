@@ -257,18 +257,13 @@ def _entry(archive: str, zf: zipfile.ZipFile, index: int, props: dict[str, str])
   return entry
 
 
-def select_models(entries: list[CatalogEntry],
-                  max_per_category: int | None = None) -> list[CatalogEntry]:
-  """Mapped, non-duplicate models (same OBJ bytes counted once), at most ``max_per_category``
-  per category (the first ones in catalog order)."""
-  seen, counts, selected = set(), {}, []
+def select_models(entries: list[CatalogEntry]) -> list[CatalogEntry]:
+  """Mapped, non-duplicate models (same OBJ bytes counted once), in catalog order."""
+  seen, selected = set(), []
   for entry in entries:
     if entry.category is None or entry.model_signature in seen:
       continue
     seen.add(entry.model_signature)
-    if max_per_category is not None and counts.get(entry.category, 0) >= max_per_category:
-      continue
-    counts[entry.category] = counts.get(entry.category, 0) + 1
     selected.append(entry)
   return selected
 

@@ -1,16 +1,16 @@
 """`synthetic_views`: the offline default dataset, rendered from real meshes with exact viewpoints.
 
 Meshes come from the Sweet Home 3D furniture catalog (Debian ``sweethome3d-furniture``, about 380
-models in ~75 ObjectNet3D-style categories) or, for tests and machines without it, from procedural
-primitives. Each example is a square crop around one rendered object composited on a real photo
+models in ~75 ObjectNet3D-style categories) and the aircraft, ships and cars of FlightGear,
+CRRCSim and TORCS (``mesh_sources.py``, about 160 models), or, for tests and machines without
+them, from procedural primitives. Each example is a square crop around one rendered object composited on a real photo
 (``backgrounds.py``), with the object's viewpoint, its surface points and the usual flags
 (``features.example_features``).
 
-Splits: a stable hash of each shape's id holds out a share of the shapes of every category (a base
-category keeps at least one for training, a novel one gives at least one to evaluation); held-out
-shapes appear only in ``val`` and ``test`` (different views of the same held-out shapes), never in
-``train``. ``train`` also holds the novel categories' other shapes: the zero-shot protocol drops
-them with ``info.metadata["novel_categories"]``.
+Splits (``split_shapes``): every shape is in exactly one of ``train``, ``val`` (for tuning) and
+``test`` (for reporting), by a stable hash of its id; an evaluated category has at least 5 test
+shapes, and categories with too few shapes only train. Novel categories (ObjectNet3D's held-out
+ones that have enough shapes, ``info.metadata["novel_categories"]``) have no train shapes.
 
 Usage::
 
@@ -37,7 +37,7 @@ import tqdm
 from PIL import Image
 
 from kdpose.data import backgrounds as backgrounds_lib
-from kdpose.data import features, primitive_shapes, shapes, sweethome3d
+from kdpose.data import features, mesh_sources, primitive_shapes, shapes, sweethome3d
 from kdpose.data import renderer as renderer_lib
 
 # ObjectNet3D's 20 held-out categories; the ones this catalog has become the novel categories.
@@ -46,23 +46,29 @@ OBJECTNET3D_NOVEL = (
     "iron", "knife", "microwave", "pen", "pot", "rifle", "shoe", "slipper", "stove", "toilet",
     "tub", "wheelchair")
 SPLITS = ("train", "val", "test")
+DEFAULT_MESH_SOURCES = ("sweethome3d", "flightgear_ai", "flightgear_models", "crrcsim", "torcs")
 
 
 @dataclasses.dataclass(eq=False)
 class SyntheticViewsConfig(tfds.core.BuilderConfig):
   """How to build one configuration of the dataset."""
 
-  mesh_source: str = "sweethome3d"  # "sweethome3d" (Debian package) or "primitives".
+  # "sweethome3d" and the mesh_sources.SOURCES names (Debian packages), or ("primitives",).
+  mesh_sources: tuple[str, ...] = DEFAULT_MESH_SOURCES
   background_source: str = "photos"  # "photos" (Debian wallpapers + textures) or "procedural".
   image_size: int = 128  # pixels of the square crops.
   num_points: int = 2048  # surface points per example.
   train_views: int = 24  # renders per training shape.
   val_views: int = 8  # renders per held-out shape in val.
   test_views: int = 12  # renders per held-out shape in test (other views than val's).
-  held_out_fraction: float = 0.2  # share of each base category's shapes kept out of train.
-  novel_held_out_fraction: float = 0.5  # the same for novel categories (more test shapes).
+  test_fraction: float = 0.2  # share of an evaluated base category's shapes in test.
+  val_fraction: float = 0.1  # the same for val (tuning), disjoint from test.
+  novel_val_fraction: float = 0.3  # a novel category's shapes in val; the rest go to test.
+  min_test_shapes: int = 5  # an evaluated category has at least this many test shapes,
+  min_val_shapes: int = 2  # this many val shapes,
+  min_train_shapes: int = 5  # and (base) this many train shapes; smaller ones only train.
   max_shapes_per_category: int | None = None  # None: all.
-  primitives_per_category: int = 6  # variants per category when mesh_source="primitives".
+  primitives_per_category: int = 6  # variants per category of ("primitives",).
   occluder_probability: float = 0.15  # chance that a view gets an occluder (marked occluded).
   texture_swap_probability: float = 0.1  # chance that a view repaints the object's parts.
   seed: int = 0
@@ -79,39 +85,73 @@ class ShapeRef:
   load: Callable[[], renderer_lib.TexturedMesh]
 
 
+def _check_sources(config: SyntheticViewsConfig) -> tuple[str, ...]:
+  names = tuple(config.mesh_sources)
+  known = ("sweethome3d", *mesh_sources.SOURCES)
+  if names == ("primitives",) or (names and set(names) <= set(known)):
+    return names
+  raise ValueError(f"mesh_sources {names} must be ('primitives',) or names from {known}.")
+
+
 def category_names(config: SyntheticViewsConfig) -> tuple[str, ...]:
-  """The class names, fixed by the mesh source (so reading a built dataset needs no meshes)."""
-  if config.mesh_source == "sweethome3d":
-    return sweethome3d.CATEGORIES
-  if config.mesh_source == "primitives":
+  """The class names, fixed by the mesh sources (so reading a built dataset needs no meshes)."""
+  names = _check_sources(config)
+  if names == ("primitives",):
     return primitive_shapes.CATEGORIES
-  raise ValueError(f"Unknown mesh_source {config.mesh_source!r}: 'sweethome3d' or 'primitives'.")
+  found = set(sweethome3d.CATEGORIES) if "sweethome3d" in names else set()
+  for name in names:
+    if name != "sweethome3d":
+      found |= set(mesh_sources.get(name).categories)
+  return tuple(sorted(found))
 
 
 def category_symmetry(config: SyntheticViewsConfig) -> dict[str, str]:
-  if config.mesh_source == "sweethome3d":
-    return sweethome3d.CATEGORY_SYMMETRY
-  return primitive_shapes.CATEGORY_SYMMETRY
+  if _check_sources(config) == ("primitives",):
+    return primitive_shapes.CATEGORY_SYMMETRY
+  names = set(category_names(config))
+  return {c: kind for c, kind in sweethome3d.CATEGORY_SYMMETRY.items() if c in names}
 
 
 def novel_categories(config: SyntheticViewsConfig) -> tuple[str, ...]:
+  """The candidates: the built dataset's metadata keeps those with enough shapes to evaluate."""
   return tuple(c for c in category_names(config) if c in OBJECTNET3D_NOVEL)
 
 
 def list_shapes(config: SyntheticViewsConfig) -> list[ShapeRef]:
   """Every shape of the configured source, sorted by id. Raises with an install hint when the
   Sweet Home 3D package is missing."""
-  if config.mesh_source == "primitives":
+  names = _check_sources(config)
+  if names == ("primitives",):
     refs = [ShapeRef(oid, cat, functools.partial(primitive_shapes.make_shape, cat, seed))
             for oid, cat, seed in primitive_shapes.catalog(config.primitives_per_category,
                                                            config.seed)]
-  else:
-    category_names(config)  # validates the name.
-    entries = sweethome3d.select_models(sweethome3d.read_catalog(config.furniture_dir),
-                                        config.max_shapes_per_category)
-    refs = [ShapeRef(e.object_id, e.category, functools.partial(sweethome3d.load_model, e))
-            for e in entries]
-  return sorted(refs, key=lambda r: r.object_id)
+    return sorted(refs, key=lambda r: r.object_id)
+  refs = []
+  if "sweethome3d" in names:
+    entries = sweethome3d.select_models(sweethome3d.read_catalog(config.furniture_dir))
+    refs += [ShapeRef(e.object_id, e.category, functools.partial(sweethome3d.load_model, e))
+             for e in entries]
+  for name in names:
+    if name != "sweethome3d":
+      refs += [ShapeRef(m.object_id, m.category,
+                        functools.partial(mesh_sources.load_model, name, m))
+               for m in mesh_sources.get(name).models()]
+  return _at_most_per_category(sorted(refs, key=lambda r: r.object_id),
+                               config.max_shapes_per_category)
+
+
+def _at_most_per_category(refs: list[ShapeRef], limit: int | None) -> list[ShapeRef]:
+  """The first ``limit`` shapes of each category by stable hash (all when None)."""
+  if limit is None:
+    return refs
+  ranked = sorted(refs, key=lambda r: stable_fraction(r.object_id))
+  counts: dict[str, int] = {}
+  kept = []
+  for ref in ranked:
+    counts[ref.category] = counts.get(ref.category, 0) + 1
+    if counts[ref.category] <= limit:
+      kept.append(ref)
+  return sorted(kept, key=lambda r: r.object_id)
 
 
 def stable_fraction(text: str) -> float:
@@ -119,27 +159,41 @@ def stable_fraction(text: str) -> float:
   return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little") / 2.0**64
 
 
-def split_shapes(refs: list[ShapeRef], held_out_fraction: float, novel: tuple[str, ...],
-                 novel_held_out_fraction: float) -> tuple[list[ShapeRef], list[ShapeRef]]:
-  """(train shapes, held-out shapes). Per category the shapes with the smallest stable hash are
-  held out: those below the held-out fraction (``novel_held_out_fraction`` for the categories in
-  ``novel``), at least one where a base category has two or more and never all of it; a novel
-  category always gives at least one."""
+def split_shapes(refs: list[ShapeRef], config: SyntheticViewsConfig, novel: tuple[str, ...]
+                 ) -> tuple[dict[str, list[ShapeRef]], tuple[str, ...]]:
+  """Shapes per split, each shape in exactly one, and the novel categories that are evaluated.
+
+  Per category, shapes ranked by a stable hash of their id go to test, then val, then train.
+  A base category gives ``max(min_test_shapes, test_fraction * n)`` to test and
+  ``max(min_val_shapes, val_fraction * n)`` to val when at least ``min_train_shapes`` remain,
+  else all to train (it is then trained on, not evaluated). A novel category (``novel``) has no
+  train shapes: ``max(min_val_shapes, novel_val_fraction * n)`` go to val and the rest to test
+  when that leaves ``min_test_shapes``; else it only trains, as a base category.
+  """
   by_category: dict[str, list[ShapeRef]] = {}
   for ref in refs:
     by_category.setdefault(ref.category, []).append(ref)
-  train, held_out = [], []
+  splits: dict[str, list[ShapeRef]] = {split: [] for split in SPLITS}
+  evaluated_novel = []
   for category, members in sorted(by_category.items()):
     members = sorted(members, key=lambda r: stable_fraction(r.object_id))
-    fraction = novel_held_out_fraction if category in novel else held_out_fraction
-    count = sum(stable_fraction(r.object_id) < fraction for r in members)
+    n = len(members)
     if category in novel:
-      count = max(count, 1)
+      num_val = max(config.min_val_shapes, round(config.novel_val_fraction * n))
+      num_test = n - num_val
+      evaluated = num_test >= config.min_test_shapes
+      evaluated_novel += [category] if evaluated else []
     else:
-      count = min(max(count, 1 if len(members) > 1 else 0), len(members) - 1)
-    held_out += members[:count]
-    train += members[count:]
-  return sorted(train, key=lambda r: r.object_id), sorted(held_out, key=lambda r: r.object_id)
+      num_test = max(config.min_test_shapes, round(config.test_fraction * n))
+      num_val = max(config.min_val_shapes, round(config.val_fraction * n))
+      evaluated = n - num_test - num_val >= config.min_train_shapes
+    if not evaluated:
+      num_test = num_val = 0
+    splits["test"] += members[:num_test]
+    splits["val"] += members[num_test:num_test + num_val]
+    splits["train"] += members[num_test + num_val:]
+  return ({split: sorted(members, key=lambda r: r.object_id)
+           for split, members in splits.items()}, tuple(evaluated_novel))
 
 
 class EmptyRenderError(ValueError):
@@ -270,8 +324,12 @@ class ViewRenderer:
 class SyntheticViews(tfds.core.GeneratorBasedBuilder):
   """Renders of real meshes with exact viewpoints on real photo backgrounds."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "2.0.0": "Aircraft, ships and cars from FlightGear, CRRCSim and TORCS; val and test hold "
+               "disjoint shapes (5+ test shapes per evaluated category); shape_id; "
+               "category_symmetry."}
   BUILDER_CONFIGS = [
       SyntheticViewsConfig(
           name="small", description="Default: Sweet Home 3D models, 128 px, ~6.2k train images."),
@@ -280,9 +338,9 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
           image_size=224, train_views=120, val_views=24, test_views=36),
       SyntheticViewsConfig(
           name="tiny", description="Primitives on procedural backgrounds, 64 px (tests, CI).",
-          mesh_source="primitives", background_source="procedural", image_size=64,
-          num_points=256, train_views=10, val_views=4, test_views=4, held_out_fraction=0.3,
-          primitives_per_category=4, num_workers=1),
+          mesh_sources=("primitives",), background_source="procedural", image_size=64,
+          num_points=256, train_views=10, val_views=4, test_views=4, min_test_shapes=1,
+          min_val_shapes=1, min_train_shapes=1, primitives_per_category=4, num_workers=1),
   ]
   DEFAULT_CONFIG_NAME = "small"
 
@@ -304,16 +362,16 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Nothing to download: meshes and photos are local packages.
     config = self.builder_config
     renderer_lib.Renderer(8).close()  # fails now, with an install hint, if pybullet is missing.
-    train, held_out = split_shapes(list_shapes(config), config.held_out_fraction,
-                                   novel_categories(config), config.novel_held_out_fraction)
+    shapes_per_split, novel = split_shapes(list_shapes(config), config, novel_categories(config))
     background_pool = backgrounds_lib.load_backgrounds(
         config.background_source, furniture_dir=config.furniture_dir)
     self.info.metadata.update({
         "background_source": background_pool.source,
-        "train_shapes": len(train), "held_out_shapes": len(held_out)})
+        features.NOVEL_CATEGORIES_KEY: list(novel),
+        **{f"{split}_shapes": len(refs) for split, refs in shapes_per_split.items()}})
     views = {"train": config.train_views, "val": config.val_views, "test": config.test_views}
-    return {split: self._generate_examples(split, train if split == "train" else held_out,
-                                           views[split], background_pool)
+    return {split: self._generate_examples(split, shapes_per_split[split], views[split],
+                                           background_pool)
             for split in SPLITS}
 
   def _generate_examples(self, split: str, refs: list[ShapeRef], num_views: int,
