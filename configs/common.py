@@ -54,7 +54,9 @@ def base_config(model_size: str = "small") -> ml_collections.ConfigDict:
       eval_splits=("val", "test"),  # the first is also used for periodic evaluation.
       exclude_novel=True,  # zero-shot protocol: novel categories never seen in training.
       train_filter=dict(drop_difficult=True),
-      eval_filter=dict(drop_difficult=True, drop_truncated=False, drop_occluded=False,
+      # The headline (METHOD section 6): untruncated, unoccluded, non-difficult views. The final
+      # evaluation also reports every view of the split beside it ("all_views").
+      eval_filter=dict(drop_difficult=True, drop_truncated=True, drop_occluded=True,
                        require_keypoints=False),
   ))
   config.augment = ml_collections.ConfigDict(dataclasses.asdict(augment.AugmentConfig()))
@@ -135,9 +137,7 @@ def full_size(config: ml_collections.ConfigDict, *, train_records: int,
 def real_dataset(config: ml_collections.ConfigDict, name: str, manual_dir: str,
                  eval_split: str, *, exclude_novel: bool) -> None:
   """A benchmark read from the user's manual download: crops padded to 256 px, evaluated on
-  untruncated, unoccluded, non-difficult objects (the anchors' test filter)."""
+  ``eval_split`` with the base config's filter (the anchors' test filter)."""
   config.dataset.update(dict(
       name=name, config_name="", manual_dir=manual_dir, pad_size=256,
-      exclude_novel=exclude_novel, eval_splits=(eval_split,),
-      eval_filter=dict(drop_difficult=True, drop_truncated=True, drop_occluded=True,
-                       require_keypoints=False)))
+      exclude_novel=exclude_novel, eval_splits=(eval_split,)))

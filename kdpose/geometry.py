@@ -100,6 +100,34 @@ def rotation_error(pred, gt):
   return rotation_geodesic(rot_pred, rot_gt)
 
 
+def symmetric_rotation_error(pred, gt, symmetry):
+  """Geodesic error in degrees ``[...]`` up to each object's symmetry about its vertical axis.
+
+  Turning the object about its own z axis by ``d`` turns ``R_gt`` into ``R_gt @ Rz(-d)`` (the
+  ground-truth azimuth plus ``d``). The error is the minimum of ``geodesic(R_pred, R_gt Rz(-d))``
+  over the offsets ``d`` the symmetry allows: {0} for none, {0, 180} for two-fold, every ``d``
+  for continuous. With ``M = R_pred^T R_gt``, ``trace(M Rz(-d)) = (M00 + M11) cos d +
+  (M10 - M01) sin d + M22``, so the best two-fold offset is 180 where ``M00 + M11 < 0`` and the
+  best continuous one ``atan2(M10 - M01, M00 + M11)``; the error is then the geodesic to that
+  turned rotation (full precision near 0, unlike the arccos of the maximal trace).
+
+  Args:
+    pred: predicted viewpoints ``[..., 3]`` in degrees.
+    gt: ground-truth viewpoints ``[..., 3]`` in degrees.
+    symmetry: int codes ``[...]`` (``SYMMETRY_NAMES``), broadcast against ``pred[..., 0]``.
+  """
+  xp = _xp(pred, gt, symmetry)
+  rot_pred = viewpoint_to_rotation(pred[..., 0], pred[..., 1], pred[..., 2])
+  rot_gt = viewpoint_to_rotation(gt[..., 0], gt[..., 1], gt[..., 2])
+  rel = xp.swapaxes(rot_pred, -1, -2) @ rot_gt
+  cos_part = rel[..., 0, 0] + rel[..., 1, 1]
+  sin_part = rel[..., 1, 0] - rel[..., 0, 1]
+  symmetry = xp.asarray(symmetry)
+  offset = xp.where(symmetry == SYMMETRY_CONTINUOUS, xp.arctan2(sin_part, cos_part),
+                    xp.where((symmetry == SYMMETRY_TWO_FOLD) & (cos_part < 0), np.pi, 0.0))
+  return rotation_geodesic(rot_pred, rot_gt @ _rz(-offset.astype(rel.dtype), xp))
+
+
 def canonical_viewpoint(viewpoint):
   """Maps ``[..., 3]`` angles (degrees) into the canonical ranges, elevation clipped."""
   xp = _xp(viewpoint)

@@ -25,27 +25,64 @@ def _huber(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.where(abs_x < 1.0, 0.5 * x**2, abs_x - 0.5)
 
 
-def pose_loss(pose: Pose, viewpoint: jnp.ndarray, bin_size: float = geometry.DEFAULT_BIN_SIZE
+def _angle_terms(logits: jnp.ndarray, raw: jnp.ndarray, bins: jnp.ndarray,
+                 targets: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Cross-entropy ``[batch]`` of ``logits [batch, bins]`` at ``bins [batch]`` (int), and the
+  Huber ``[batch]`` of that bin's predicted offset (``tanh(raw) / 2``) against ``targets
+  [batch]`` (fraction of a bin)."""
+  logits = jnp.asarray(logits, jnp.float32)
+  gt = bins[:, None]
+  ce = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, gt, -1)[:, 0]
+  predicted = jnp.tanh(jnp.take_along_axis(jnp.asarray(raw, jnp.float32), gt, -1)[:, 0]) / 2
+  return ce, _huber(_OFFSET_SCALE * (predicted - targets))
+
+
+def _symmetric_azimuth_terms(logits: jnp.ndarray, raw: jnp.ndarray, viewpoint: jnp.ndarray,
+                             symmetry: jnp.ndarray, terms: tuple[jnp.ndarray, jnp.ndarray],
+                             bin_size: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The azimuth ``terms`` (cross-entropy, Huber; each ``[batch]``) up to the symmetry: two-fold
+  samples keep the label, of azimuth and azimuth + 180, whose summed terms are smaller;
+  continuous ones get 0 (every azimuth is right, so no gradient reaches the azimuth head)."""
+  if symmetry.shape != viewpoint.shape[:1]:
+    raise ValueError(f"kdpose/losses.py: symmetry must be [batch] = {viewpoint.shape[:1]}, got "
+                     f"{symmetry.shape}.")
+  bins, targets = geometry.encode_viewpoint(viewpoint.at[:, 0].add(180.0), bin_size)
+  turned = _angle_terms(logits, raw, bins[:, 0], targets[:, 0])
+  use_turned = (symmetry == geometry.SYMMETRY_TWO_FOLD) & (sum(turned) < sum(terms))
+  keep = symmetry != geometry.SYMMETRY_CONTINUOUS
+  return tuple(jnp.where(keep, jnp.where(use_turned, t, own), 0.0)
+               for own, t in zip(terms, turned, strict=True))
+
+
+def pose_loss(pose: Pose, viewpoint: jnp.ndarray, bin_size: float = geometry.DEFAULT_BIN_SIZE,
+              symmetry: jnp.ndarray | None = None
               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Bin cross-entropy + Huber on the ground-truth bin's offset, summed over the 3 angles.
 
   Args:
-    pose: pose pytree of the heads (``kdpose.models.heads``), logits and raw offsets per angle.
+    pose: pose pytree of the heads (``kdpose.models.heads``), logits ``[batch, bins]`` and raw
+      offsets ``[batch, bins]`` per angle.
     viewpoint: ground truth ``[batch, 3]`` in degrees.
     bin_size: bin size in degrees.
+    symmetry: optional ``[batch]`` int codes (``geometry.SYMMETRY_NAMES``) of each object's
+      symmetry about its vertical axis. Two-fold samples take the smaller azimuth terms of the
+      labels azimuth and azimuth + 180; continuous samples have no azimuth terms (they still
+      count in the batch mean, so the loss scale does not depend on their share). None: every
+      sample asymmetric.
 
   Returns:
-    (loss, {"pose_cls": cross-entropy part, "pose_reg": regression part}), scalars.
+    (loss, {"pose_cls": cross-entropy part, "pose_reg": regression part}), scalars, means over
+    the batch.
   """
-  bins, targets = geometry.encode_viewpoint(jnp.asarray(viewpoint, jnp.float32), bin_size)
-  cls, reg = 0.0, 0.0
-  for k, (logits, raw) in enumerate(zip(pose["logits"], pose["offsets"], strict=True)):
-    logits = jnp.asarray(logits, jnp.float32)
-    gt = bins[:, k, None]
-    cls += jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, gt, -1)[:, 0]
-    predicted = jnp.tanh(jnp.take_along_axis(jnp.asarray(raw, jnp.float32), gt, -1)[:, 0]) / 2
-    reg += _huber(_OFFSET_SCALE * (predicted - targets[:, k]))
-  cls, reg = jnp.mean(cls), jnp.mean(reg)
+  viewpoint = jnp.asarray(viewpoint, jnp.float32)
+  bins, targets = geometry.encode_viewpoint(viewpoint, bin_size)
+  terms = [_angle_terms(logits, raw, bins[:, k], targets[:, k])
+           for k, (logits, raw) in enumerate(zip(pose["logits"], pose["offsets"], strict=True))]
+  if symmetry is not None:
+    terms[0] = _symmetric_azimuth_terms(pose["logits"][0], pose["offsets"][0], viewpoint,
+                                        jnp.asarray(symmetry), terms[0], bin_size)
+  cls = jnp.mean(sum(ce for ce, _ in terms))
+  reg = jnp.mean(sum(huber for _, huber in terms))
   return cls + reg, {"pose_cls": cls, "pose_reg": reg}
 
 

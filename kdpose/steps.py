@@ -76,10 +76,24 @@ def _augmented_inputs(rng: jax.Array, batch: dict[str, jax.Array], options: Step
   return images, viewpoints, augment.mirror_points(points, flipped)
 
 
-def _pose_metrics(pose, viewpoint: jax.Array, bin_size: float) -> dict[str, jax.Array]:
-  """Training Acc@30 (%) and median error (degrees) of the decoded predictions."""
+def _symmetry(batch: dict[str, jax.Array]) -> jax.Array:
+  """Each sample's symmetry about its vertical axis ``[B]`` (int32, ``geometry.SYMMETRY_NAMES``).
+
+  Augmentation keeps it: a mirrored or turned crop shows an object of the same symmetry.
+  """
+  if "symmetry" not in batch:
+    raise KeyError(f"kdpose/steps.py: the batch has no 'symmetry' (int32 [B] codes of "
+                   f"geometry.SYMMETRY_NAMES, which pipeline.BatchLoader adds); a batch built by "
+                   f"hand must carry it (zeros: no symmetry). Its keys: {sorted(batch)}.")
+  return batch["symmetry"]
+
+
+def _pose_metrics(pose, viewpoint: jax.Array, symmetry: jax.Array, bin_size: float
+                  ) -> dict[str, jax.Array]:
+  """Training Acc@30 (%) and median error (degrees, up to ``symmetry [B]``) of the decoded
+  predictions."""
   predicted, _ = heads.decode_pose(pose, bin_size)
-  errors = geometry.rotation_error(predicted, viewpoint)
+  errors = geometry.symmetric_rotation_error(predicted, viewpoint, symmetry)
   return {"acc30": jnp.mean(errors <= 30.0) * 100.0, "med_err": jnp.median(errors)}
 
 
@@ -102,12 +116,13 @@ def teacher_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
   rng = jax.random.fold_in(rng, state.step)
   inputs_rng, dropout_rng = jax.random.split(rng)
   images, viewpoints, points = _augmented_inputs(inputs_rng, batch, options)
+  symmetry = _symmetry(batch)
 
   def loss_fn(params):
     outputs, updated = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, images, points, train=True,
         mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size)
+    pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size, symmetry)
     terms["pose"] = pose
     loss = pose
     if options.weight("align"):
@@ -118,7 +133,7 @@ def teacher_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
 
   (loss, (terms, batch_stats, pose)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  metrics = {"loss": loss, **terms, **_pose_metrics(pose, viewpoints, options.bin_size),
+  metrics = {"loss": loss, **terms, **_pose_metrics(pose, viewpoints, symmetry, options.bin_size),
              "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
   return _apply_gradients(state, grads, batch_stats, tx), metrics
 
@@ -170,6 +185,7 @@ def student_train_step(state: TrainState, teacher_variables: dict[str, Any],
   rng = jax.random.fold_in(rng, state.step)
   inputs_rng, dropout_rng, kd_rng = jax.random.split(rng, 3)
   images, viewpoints, points = _augmented_inputs(inputs_rng, batch, options)
+  symmetry = _symmetry(batch)
   distill = any(options.weight(n) for n in ("ckd", "logit", "feature"))
   teacher_out = None
   if distill:
@@ -180,7 +196,7 @@ def student_train_step(state: TrainState, teacher_variables: dict[str, Any],
     outputs, updated = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, images, train=True,
         mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size)
+    pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size, symmetry)
     terms["pose"] = pose
     loss = options.weight("pose") * pose
     if distill:
@@ -191,7 +207,8 @@ def student_train_step(state: TrainState, teacher_variables: dict[str, Any],
 
   (loss, (terms, batch_stats, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  metrics = {"loss": loss, **terms, **_pose_metrics(outputs["pose"], viewpoints, options.bin_size),
+  metrics = {"loss": loss, **terms,
+             **_pose_metrics(outputs["pose"], viewpoints, symmetry, options.bin_size),
              "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
   if distill:
     metrics["kd/retrieval_acc"] = _retrieval_accuracy(outputs["embedding"],
@@ -203,10 +220,12 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: 
               options: StepOptions, uses_points: bool,
               swap_shapes: bool = False) -> dict[str, jax.Array]:
   """Predictions on exact box crops: viewpoint ``[B, 3]`` and confidence ``[B, 3]``, error
-  ``[B]`` against the label (all degrees but confidence). The teacher also gets the first
+  ``[B]`` against the label up to the object's symmetry (``geometry.symmetric_rotation_error``
+  with the batch's ``symmetry [B]``; all degrees but confidence). The teacher also gets the first
   ``num_points`` stored points (a uniform sample: stored points are i.i.d. surface samples).
   With ``swap_shapes`` (a diagnostic of the teacher), each sample gets the points of the sample
   half a batch away instead of its own."""
+  symmetry = _symmetry(batch)
   points = batch["points"][:, :options.num_points] if uses_points else None
   if swap_shapes:
     points = jnp.roll(points, points.shape[0] // 2, axis=0)
@@ -214,4 +233,4 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: 
       model, variables, batch["image"], batch["box"], image_size=options.image_size,
       bin_size=options.bin_size, flip_test=options.flip_test, points=points)
   return {"viewpoint": viewpoint, "confidence": confidence,
-          "error": geometry.rotation_error(viewpoint, batch["viewpoint"])}
+          "error": geometry.symmetric_rotation_error(viewpoint, batch["viewpoint"], symmetry)}

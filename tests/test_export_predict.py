@@ -73,7 +73,8 @@ def test_export_holds_what_training_had(run):
 def test_predictor_equals_eval_step(run):
   images = _images()
   batch = {"image": images, "box": BOXES, "viewpoint": np.zeros((len(BOXES), 3), np.float32),
-           "points": np.zeros((len(BOXES), 8, 3), np.float32)}
+           "points": np.zeros((len(BOXES), 8, 3), np.float32),
+           "symmetry": np.zeros(len(BOXES), np.int32)}
   eval_step = jax.jit(functools.partial(steps.eval_step, model=run.model,
                                         options=student.step_options(run.config),
                                         uses_points=False))

@@ -1,6 +1,7 @@
 """The viewpoint convention: rotations, errors, bins, label rules."""
 
 import hypothesis.extra.numpy as hnp
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -122,3 +123,58 @@ def test_inplane_rule_matches_rotated_projection():
   c, s = np.cos(np.radians(r)), np.sin(np.radians(r))
   turned = _project(points, vp) @ np.array([[c, -s], [s, c]]).T  # counter-clockwise by r
   np.testing.assert_allclose(_project(points, geometry.rotate_inplane(vp, r)), turned, atol=1e-9)
+
+
+def test_symmetric_error_forgives_only_turns_about_the_vertical_axis():
+  gt = np.array([40.0, 0.0, 10.0])
+  codes = np.array([geometry.SYMMETRY_NONE, geometry.SYMMETRY_TWO_FOLD,
+                    geometry.SYMMETRY_CONTINUOUS])
+  error = lambda pred: geometry.symmetric_rotation_error(np.tile(pred, (3, 1)), np.tile(gt, (3, 1)),
+                                                         codes)
+  np.testing.assert_allclose(error([220.0, 0.0, 10.0]), [180.0, 0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(error([130.0, 0.0, 10.0]), [90.0, 90.0, 0.0], atol=1e-6)
+  # At elevation 0 the camera's x axis is perpendicular to the object's vertical, so an
+  # elevation error of 20 stays 20 whatever turn about the vertical is allowed.
+  turned_and_raised = np.array([220.0, 20.0, 10.0])
+  np.testing.assert_allclose(error(turned_and_raised),
+                             [geometry.rotation_error(turned_and_raised, gt), 20.0, 20.0],
+                             atol=1e-6)
+  assert geometry.rotation_error(turned_and_raised, gt) > 170.0
+
+
+def _random_viewpoints(rng, n):
+  return np.stack([rng.uniform(0, 360, n), rng.uniform(-90, 90, n), rng.uniform(-180, 180, n)],
+                  -1)
+
+
+def test_symmetric_error_is_the_minimum_over_equivalent_azimuths():
+  rng = np.random.default_rng(2)
+  pred, gt = _random_viewpoints(rng, 100), _random_viewpoints(rng, 100)
+  offsets = np.arange(3600) / 10.0  # every tenth of a degree
+  turned = gt[:, None, :] + np.stack([offsets, 0 * offsets, 0 * offsets], -1)
+  brute = geometry.rotation_error(pred[:, None, :], turned).min(axis=1)
+  continuous = geometry.symmetric_rotation_error(pred, gt, geometry.SYMMETRY_CONTINUOUS)
+  np.testing.assert_allclose(continuous, brute, atol=1e-3)
+  assert np.all(continuous <= brute + 1e-9)  # the closed form is the exact minimum
+  two_fold = geometry.symmetric_rotation_error(pred, gt, geometry.SYMMETRY_TWO_FOLD)
+  np.testing.assert_allclose(two_fold, np.minimum(
+      geometry.rotation_error(pred, gt), geometry.rotation_error(pred, gt + [180.0, 0.0, 0.0])),
+      atol=1e-9)
+  np.testing.assert_array_equal(geometry.symmetric_rotation_error(pred, gt, geometry.SYMMETRY_NONE),
+                                geometry.rotation_error(pred, gt))
+
+
+def test_symmetric_error_under_jit_matches_numpy():
+  rng = np.random.default_rng(3)
+  pred, gt = _random_viewpoints(rng, 64), _random_viewpoints(rng, 64)
+  gt[:4, 1] = [90.0, -90.0, 0.0, 45.0]  # at the poles and off them, turns about the vertical
+  pred[:4] = gt[:4] + [90.0, 0.0, 0.0]
+  codes = rng.integers(0, 3, 64).astype(np.int32)
+  got = jax.jit(geometry.symmetric_rotation_error)(
+      jnp.asarray(pred, jnp.float32), jnp.asarray(gt, jnp.float32), jnp.asarray(codes))
+  assert got.dtype == jnp.float32 and got.shape == (64,)
+  np.testing.assert_allclose(np.asarray(got), geometry.symmetric_rotation_error(pred, gt, codes),
+                             atol=2e-3)
+  same = jnp.asarray(gt, jnp.float32)  # float32 identities stay far below arccos's 0.03 degrees
+  identity = geometry.symmetric_rotation_error(same, same, jnp.full(64, 2))
+  np.testing.assert_array_less(np.asarray(identity), 1e-3)

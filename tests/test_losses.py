@@ -47,6 +47,64 @@ def test_pose_loss_by_hand():
   np.testing.assert_allclose(loss, ce.sum(1).mean() + huber.sum(1).mean(), rtol=1e-6)
 
 
+def test_two_fold_pose_loss_takes_the_nearer_azimuth_label():
+  # Azimuth 50 is bin 3 and azimuth 230 bin 15, both with offset 5/15 - 0.5 = -1/6; elevation 10
+  # and in-plane -20 as in test_pose_loss_by_hand. Sample 0 (two-fold) is confident on the
+  # turned label, sample 1 (two-fold) on its own, sample 2 (none) on the turned one.
+  viewpoint = np.tile([50.0, 10.0, -20.0], (3, 1))
+  symmetry = np.array([geometry.SYMMETRY_TWO_FOLD, geometry.SYMMETRY_TWO_FOLD,
+                       geometry.SYMMETRY_NONE])
+  logits = [np.zeros((3, n)) for n in COUNTS]
+  logits[0][[0, 1, 2], [15, 3, 15]] = 3.0
+  pose = _pose(logits, [np.zeros((3, n)) for n in COUNTS])
+  loss, parts = losses.pose_loss(pose, viewpoint, symmetry=symmetry)
+  confident = np.log(np.exp(3) + 23)
+  azimuth_ce = np.array([confident - 3, confident - 3, confident])  # the nearer labels' CE
+  other_ce = np.log(12) + np.log(24)
+  huber = 3 * 0.5 * (5 / 6) ** 2  # every angle's offset target is +-1/6, every prediction 0
+  np.testing.assert_allclose(parts["pose_cls"], np.mean(azimuth_ce + other_ce), rtol=1e-6)
+  np.testing.assert_allclose(parts["pose_reg"], huber, rtol=1e-5)
+  np.testing.assert_allclose(loss, np.mean(azimuth_ce + other_ce) + huber, rtol=1e-6)
+  # The same as the plain loss against the nearer labels, and less than against the given ones.
+  nearer = viewpoint + [[180.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+  np.testing.assert_allclose(loss, losses.pose_loss(pose, nearer)[0], rtol=1e-6)
+  assert float(loss) < float(losses.pose_loss(pose, viewpoint)[0]) - 0.9
+
+
+def test_continuous_samples_have_no_azimuth_term_or_gradient():
+  rng = np.random.default_rng(4)
+  viewpoint = np.stack([rng.uniform(0, 360, 3), rng.uniform(-90, 90, 3),
+                        rng.uniform(-180, 180, 3)], -1)
+  pose = _pose([rng.normal(size=(3, n)) for n in COUNTS], [rng.normal(size=(3, n)) for n in COUNTS])
+  symmetry = jnp.array([geometry.SYMMETRY_CONTINUOUS, geometry.SYMMETRY_NONE,
+                        geometry.SYMMETRY_TWO_FOLD])
+  loss_fn = lambda p, s: losses.pose_loss(p, viewpoint, symmetry=s)[0]
+  loss, grads = jax.value_and_grad(loss_fn)(pose, symmetry)
+  # Sample 0's azimuth terms by hand; the batch mean still divides by 3.
+  bins, targets = geometry.encode_viewpoint(viewpoint)
+  az_logits, az_raw = np.asarray(pose["logits"][0][0]), np.asarray(pose["offsets"][0][0])
+  az_ce = np.log(np.sum(np.exp(az_logits))) - az_logits[bins[0, 0]]
+  diff = 5 * (np.tanh(az_raw[bins[0, 0]]) / 2 - targets[0, 0])
+  az_huber = 0.5 * diff**2 if abs(diff) < 1 else abs(diff) - 0.5
+  plain = loss_fn(pose, symmetry.at[0].set(geometry.SYMMETRY_NONE))
+  np.testing.assert_allclose(loss, plain - (az_ce + az_huber) / 3, rtol=1e-5)
+  for head in ("logits", "offsets"):
+    np.testing.assert_array_equal(grads[head][0][0], 0.0)  # azimuth head, sample 0
+    assert np.abs(grads[head][0][1]).max() > 0 and np.abs(grads[head][1][0]).max() > 0
+
+
+def test_pose_loss_without_symmetry_is_the_asymmetric_one():
+  rng = np.random.default_rng(5)
+  viewpoint = np.stack([rng.uniform(0, 360, 4), rng.uniform(-90, 90, 4),
+                        rng.uniform(-180, 180, 4)], -1)
+  pose = _pose([rng.normal(size=(4, n)) for n in COUNTS], [rng.normal(size=(4, n)) for n in COUNTS])
+  plain = losses.pose_loss(pose, viewpoint)
+  none = losses.pose_loss(pose, viewpoint, symmetry=np.zeros(4, np.int32))
+  jax.tree.map(np.testing.assert_array_equal, plain, none)
+  with pytest.raises(ValueError, match="symmetry must be"):
+    losses.pose_loss(pose, viewpoint, symmetry=np.zeros(3, np.int32))
+
+
 def test_info_nce_by_hand():
   query = np.array([[1.0, 0.0], [0.0, 2.0]])  # normalised: e1, e2
   keys = np.array([[3.0, 0.0], [1.0, 1.0]])  # normalised: e1, (e1 + e2) / sqrt(2)

@@ -45,3 +45,39 @@ def test_angle_errors_by_hand():
   target = np.array([[10.0, -5.0, -170.0], [270.0, 30.0, 5.0]])
   np.testing.assert_allclose(metrics.angle_errors(pred, target),
                              [[20.0, 15.0, 20.0], [180.0, 50.0, 15.0]])
+
+
+def test_report_lists_symmetric_categories_apart():
+  errors = [10.0, 50.0, 20.0, 40.0, 0.0, 5.0]
+  cats = ["chair", "chair", "table", "table", "bottle", "bottle"]
+  symmetry = metrics.symmetry_by_name(["bottle", "chair", "table"], np.array([2, 0, 1]))
+  assert symmetry == {"bottle": "continuous", "chair": "none", "table": "two_fold"}
+  report = metrics.viewpoint_report(errors, cats, novel_categories=["table"],
+                                    category_symmetry=symmetry)
+  rows = report["per_category"]
+  assert [rows[n]["symmetry"] for n in ("bottle", "chair", "table")] == [
+      "continuous", "none", "two_fold"]
+  # Acc@30: chair 50, table 50, bottle 100; MedErr: chair 30, table 30, bottle 2.5.
+  assert report["symmetric"] == {"acc30": 75.0, "med_err": 16.25, "num_categories": 2}
+  assert report["asymmetric"] == {"acc30": 50.0, "med_err": 30.0, "num_categories": 1}
+  assert report["mean"]["acc30"] == pytest.approx(200 / 3)  # the headline includes them
+  assert report["novel"]["num_categories"] == 1 and report["base"]["num_categories"] == 2
+  text = metrics.format_report(report)
+  assert "bottle (sym inf) " in text and "table (novel) (sym 2) " in text
+  assert "chair " in text and "chair (" not in text
+  assert "[symmetric]" in text and "[asymmetric]" in text
+  plain = metrics.viewpoint_report(errors, cats)
+  assert {row["symmetry"] for row in plain["per_category"].values()} == {"none"}
+  assert plain["symmetric"]["num_categories"] == 0 and plain["asymmetric"] == plain["mean"]
+  assert "sym" not in metrics.format_report(plain)
+  with pytest.raises(ValueError, match="category_symmetry of \\['chair'\\]"):
+    metrics.viewpoint_report(errors, cats, category_symmetry={"chair": "three_fold"})
+
+
+def test_angle_errors_up_to_symmetry():
+  pred = np.tile([[180.0, 10.0, 5.0]], (3, 1))
+  target = np.tile([[10.0, 0.0, -5.0]], (3, 1))
+  errors = metrics.angle_errors(pred, target, np.array([0, 1, 2]))
+  np.testing.assert_allclose(errors, [[170.0, 10.0, 10.0], [10.0, 10.0, 10.0],
+                                      [np.nan, 10.0, 10.0]])
+  np.testing.assert_array_equal(metrics.angle_errors(pred, target), errors[[0, 0, 0]])

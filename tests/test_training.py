@@ -142,3 +142,27 @@ def test_evaluate_reproduces_the_saved_report(tiny_run):
   assert counts == {name: row["count"] for name, row in saved["per_category"].items()}
   for name in ("acc_by_category", "errors", "worst_best"):
     assert os.path.getsize(os.path.join(workdir, "eval", f"student_test_{name}.png")) > 1000
+
+
+def test_final_evaluation_reports_all_views_and_saves_pairable_predictions(tiny_run):
+  from kdpose import evaluate
+  from kdpose.trainers import evaluation
+
+  workdir, reports = tiny_run
+  report = reports["student"]["test"]
+  assert report["intervals"]["unit"] == "shape" and report["intervals"]["resamples"] == 1000
+  mean = report["intervals"]["mean"]["med_err"]
+  assert mean["point"] == pytest.approx(report["mean"]["med_err"])
+  assert mean["low"] < mean["point"] < mean["high"]
+  # The headline drops occluded views (the tiny split has some); all of them are reported beside.
+  assert report["all_views"]["pooled"]["count"] > report["pooled"]["count"]
+  assert "intervals" in report["all_views"]
+  saved = evaluation.load_predictions(os.path.join(workdir, "eval", "student_test.npz"))
+  assert saved["error"].size == report["pooled"]["count"]
+  assert len(set(saved["shape_id"].tolist())) > len(report["per_category"])
+  # The saved predictions against a fresh evaluation of the same checkpoint: no difference.
+  fresh, path = evaluate.run_predictions(workdir, "student", "test", step=4)
+  assert path.endswith("student_synthetic_views_test_step4.npz") and os.path.exists(path)
+  paired = evaluation.compare_predictions(saved, fresh, ("saved", "fresh"))
+  assert paired["mean"]["acc30"]["diff"] == {"point": 0.0, "low": 0.0, "high": 0.0}
+  assert abs(paired["mean"]["med_err"]["diff"]["point"]) < 1e-3

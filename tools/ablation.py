@@ -6,7 +6,8 @@ r"""The distillation ablation: one teacher per seed, then students with each KD 
 
 Every run lives in ``DIR/seed<S>/<variant>`` and resumes where it stopped (a finished run only
 reports). Writes ``DIR/ablation.md`` (mean +- std over seeds of Acc@30 and MedErr on base and
-novel categories of the report split, teacher included, with stage-2 train times) and
+novel categories of the report split, with the runs' 95% shape-bootstrap intervals, teacher
+included, with stage-2 train times) and
 ``DIR/ablation.png`` (bars with error bars), and ``DIR/ablation.json`` with every number.
 """
 
@@ -86,17 +87,24 @@ def run_study(base, workdir: str, seeds: int, variants: list[str]) -> dict:
 
 
 def summarise(results: dict, split: str) -> dict:
-  """row -> {group/metric: (mean, std)} over seeds, plus mean train seconds."""
+  """row -> {group/metric: (mean, std, values)} over seeds, plus mean train seconds; and where
+  every run's report has intervals, {group/metric/interval: (low, high)}: the bounds of the
+  runs' 95% shape-bootstrap intervals, averaged over seeds (the spread owed to the test shapes)."""
   rows = {}
   names = list(next(iter(results.values())))
   for name in names:
     stage = "teacher" if name == "teacher" else "student"
     runs = [results[seed][name] for seed in results]
+    reports = [r["reports"][stage][split] for r in runs]
     row = {}
     for group in _GROUPS:
       for metric in ("acc30", "med_err"):
-        values = [r["reports"][stage][split][group][metric] for r in runs]
+        values = [report[group][metric] for report in reports]
         row[f"{group}/{metric}"] = (float(np.mean(values)), float(np.std(values)), values)
+        if all(group in report.get("intervals", {}) for report in reports):
+          bounds = [[report["intervals"][group][metric][k] for k in ("low", "high")]
+                    for report in reports]
+          row[f"{group}/{metric}/interval"] = tuple(np.mean(bounds, axis=0).tolist())
     row["seconds"] = float(np.mean([r["seconds"] for r in runs]))
     rows[name] = row
   return rows
@@ -105,13 +113,15 @@ def summarise(results: dict, split: str) -> dict:
 def markdown(rows: dict, split: str, seeds: int) -> str:
   lines = [f"Split `{split}`, mean ± std over {seeds} seed(s). Acc@30 in %, MedErr in degrees, "
            "both averaged over categories; `base` = held-out shapes of training categories, "
-           "`novel` = categories never seen in training. Time = wall time of the run "
-           "(the teacher row: stage 1; student rows: stage 2).", "",
+           "`novel` = categories never seen in training. [low, high]: the runs' 95% "
+           "intervals from resampling test shapes (bounds averaged over seeds). Time = wall "
+           "time of the run (the teacher row: stage 1; student rows: stage 2).", "",
            "| model | base Acc@30 | novel Acc@30 | base MedErr | novel MedErr | time (s) |",
            "|---|---|---|---|---|---|"]
   for name, row in rows.items():
-    cells = [f"{row[k][0]:.1f} ± {row[k][1]:.1f}" for k in
-             ("base/acc30", "novel/acc30", "base/med_err", "novel/med_err")]
+    cells = [f"{row[k][0]:.1f} ± {row[k][1]:.1f}"
+             + (" [{:.1f}, {:.1f}]".format(*row[f"{k}/interval"]) if f"{k}/interval" in row else "")
+             for k in ("base/acc30", "novel/acc30", "base/med_err", "novel/med_err")]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['seconds']:.0f} |")
   return "\n".join(lines) + "\n"
 

@@ -1,4 +1,6 @@
-"""Evaluation of a model on a split: predictions gathered over hosts, then the viewpoint report."""
+"""Evaluation of a model on a split: predictions gathered over hosts, then the viewpoint report
+with shape-bootstrap intervals (``kdpose.intervals``); the per-record predictions saved for paired
+comparisons of two runs."""
 
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from kdpose import metrics, sharding
+from kdpose import intervals, metrics, sharding
 from kdpose.data import pipeline
 
 # What the eval step reads from a batch.
-_EVAL_KEYS = ("image", "box", "viewpoint", "points")
+_EVAL_KEYS = ("image", "box", "viewpoint", "points", "symmetry")
 
 
 def predict_split(eval_step: Callable, variables: Any, data: pipeline.SplitData, *,
@@ -42,16 +44,56 @@ def predict_split(eval_step: Callable, variables: Any, data: pipeline.SplitData,
   return {key: np.concatenate([o[key] for o in outputs])[:num_records] for key in outputs[0]}
 
 
+# The per-record arrays a predictions file keeps: enough to recompute and pair the headline numbers.
+_SAVED_KEYS = ("error", "category", "shape_id", "index", "novel")
+
+
+def _with_records(predictions: dict[str, np.ndarray], data: pipeline.SplitData
+                  ) -> dict[str, np.ndarray]:
+  """Adds what identifies each record: ``category [n]``, ``shape_id [n]``, ``index [n]`` (its
+  record index in the split) and ``novel [n]`` (bool: its category is held out of training)."""
+  return predictions | {"category": data.categories, "shape_id": data.shape_ids,
+                        "index": data.indices,
+                        "novel": np.isin(data.categories, data.novel_categories)}
+
+
+def _report(predictions: dict[str, np.ndarray], data: pipeline.SplitData) -> dict:
+  """The ``metrics.viewpoint_report`` of ``_with_records`` predictions of ``data``, with
+  ``"intervals"``: the ``intervals.shape_bootstrap`` of its mean/base/novel numbers."""
+  report = metrics.viewpoint_report(
+      predictions["error"], predictions["category"], novel_categories=data.novel_categories,
+      category_symmetry=metrics.symmetry_by_name(data.category_names, data.category_symmetry))
+  report["intervals"] = intervals.shape_bootstrap(
+      predictions["error"], predictions["category"], predictions["shape_id"],
+      data.novel_categories)
+  return report
+
+
 def evaluate_split(eval_step: Callable, variables: Any, data: pipeline.SplitData, *,
                    global_batch_size: int, mesh: Mesh) -> tuple[dict, dict[str, np.ndarray]]:
-  """The ``metrics.viewpoint_report`` of ``data`` and the predictions behind it (the
-  ``predict_split`` arrays and ``category [n]``, the records' category names)."""
-  predictions = predict_split(eval_step, variables, data, global_batch_size=global_batch_size,
-                              mesh=mesh)
-  predictions["category"] = data.categories
-  report = metrics.viewpoint_report(predictions["error"], data.categories,
-                                    novel_categories=data.novel_categories)
-  return report, predictions
+  """The ``metrics.viewpoint_report`` of ``data`` (with ``"intervals"``) and the predictions
+  behind it: the ``predict_split`` arrays and the ``_with_records`` ones, in record order."""
+  predictions = _with_records(predict_split(
+      eval_step, variables, data, global_batch_size=global_batch_size, mesh=mesh), data)
+  return _report(predictions, data), predictions
+
+
+def evaluate_views(eval_step: Callable, variables: Any, headline: pipeline.SplitData,
+                   all_views: pipeline.SplitData, *, global_batch_size: int, mesh: Mesh
+                   ) -> tuple[dict, dict[str, np.ndarray]]:
+  """``evaluate_split`` of the ``headline`` split (the eval filter's records), its report also
+  holding ``"all_views"``: the report of ``all_views``, the same split unfiltered. One
+  prediction pass over ``all_views``; the headline is the subset of its records."""
+  predictions = _with_records(predict_split(
+      eval_step, variables, all_views, global_batch_size=global_batch_size, mesh=mesh), all_views)
+  kept = np.isin(all_views.indices, headline.indices)
+  if not np.array_equal(all_views.indices[kept], headline.indices):
+    raise ValueError(f"{len(headline.indices)} headline records are not all among the "
+                     f"{len(all_views.indices)} records of the unfiltered split.")
+  headline_predictions = {key: value[kept] for key, value in predictions.items()}
+  report = _report(headline_predictions, headline)
+  report["all_views"] = _report(predictions, all_views)
+  return report, headline_predictions
 
 
 def report_scalars(report: dict, prefix: str) -> dict[str, float]:
@@ -65,6 +107,11 @@ def report_path(workdir: str, stage: str, split: str) -> str:
   return os.path.join(workdir, "eval", f"{stage}_{split}.json")
 
 
+def predictions_path(report_file: str) -> str:
+  """The per-record predictions file beside a JSON report: the same name, ``.npz``."""
+  return os.path.splitext(report_file)[0] + ".npz"
+
+
 def write_report(report: dict, path: str) -> None:
   """Writes the JSON report atomically (process 0 only): never a half-written file."""
   if jax.process_index() != 0:
@@ -74,3 +121,55 @@ def write_report(report: dict, path: str) -> None:
   with open(partial, "w") as f:
     json.dump(report, f, indent=2, sort_keys=True)
   os.replace(partial, path)
+
+
+def write_predictions(predictions: dict[str, np.ndarray], path: str) -> None:
+  """Writes the ``_SAVED_KEYS`` arrays of ``_with_records`` predictions to ``path`` (.npz),
+  atomically and on process 0 only: error ``[n]`` (degrees), category ``[n]``, shape_id ``[n]``
+  (str), index ``[n]`` (record index in the split), novel ``[n]`` (bool)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  partial = path + ".partial"
+  with open(partial, "wb") as f:
+    np.savez_compressed(f, **{key: np.asarray(predictions[key]) for key in _SAVED_KEYS})
+  os.replace(partial, path)
+
+
+def load_predictions(path: str) -> dict[str, np.ndarray]:
+  """The arrays ``write_predictions`` wrote to ``path``."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No predictions file {path}: evaluate the run first "
+                            "(python -m kdpose.evaluate --workdir ...).")
+  with np.load(path, allow_pickle=False) as saved:
+    missing = sorted(set(_SAVED_KEYS) - set(saved.files))
+    if missing:
+      raise KeyError(f"{path} lacks {missing}; it has {sorted(saved.files)}.")
+    return {key: saved[key] for key in _SAVED_KEYS}
+
+
+def _record_mismatch(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str | None:
+  """What differs between the records of two predictions, or None."""
+  if a["index"].size != b["index"].size:
+    return f"{a['index'].size} vs {b['index'].size} records"
+  for key in ("index", "shape_id", "category", "novel"):
+    differ = np.flatnonzero(a[key] != b[key])
+    if differ.size:
+      k = differ[0]
+      return (f"{key} differs at {differ.size} of {a[key].size} records (first: position {k}, "
+              f"{a[key][k].item()!r} vs {b[key][k].item()!r})")
+  return None
+
+
+def compare_predictions(a: dict[str, np.ndarray], b: dict[str, np.ndarray],
+                        names: tuple[str, str], **bootstrap) -> dict:
+  """``intervals.paired_bootstrap`` of predictions ``a`` and ``b`` (``load_predictions``) of two
+  models on the same records; ``names`` (their files) name them when the records differ.
+  ``bootstrap``: keyword arguments of ``paired_bootstrap`` (num_resamples, level, seed)."""
+  mismatch = _record_mismatch(a, b)
+  if mismatch:
+    raise ValueError(f"{names[0]} and {names[1]} do not cover the same records ({mismatch}): "
+                     "evaluate both runs on the same dataset, split and eval filter.")
+  novel = np.unique(a["category"][a["novel"]]).tolist()
+  return intervals.paired_bootstrap(a["error"], b["error"], a["category"], a["shape_id"], novel,
+                                    **bootstrap)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import tensorflow_datasets as tfds
 from ml_collections import ConfigDict
 
 from kdpose.data import pipeline, registry
@@ -16,6 +19,12 @@ def load_data(config: ConfigDict) -> tuple[pipeline.SplitData, dict[str, pipelin
   train = pipeline.load_split(builder, dataset.train_split, dataset,
                               exclude_categories=novel if dataset.exclude_novel else (),
                               filters=dataset.train_filter)
-  evals = {split: pipeline.load_split(builder, split, dataset, filters=dataset.eval_filter)
-           for split in dataset.eval_splits}
-  return train, evals
+  return train, eval_splits(builder, dataset, dataset.eval_splits)
+
+
+def eval_splits(builder: tfds.core.DatasetBuilder, dataset: ConfigDict, splits: Sequence[str], *,
+                all_views: bool = False) -> dict[str, pipeline.SplitData]:
+  """Split name -> the split's records that pass ``dataset.eval_filter`` (the headline), or
+  every record of it when ``all_views`` (the report beside the headline)."""
+  filters = {} if all_views else dataset.eval_filter
+  return {split: pipeline.load_split(builder, split, dataset, filters=filters) for split in splits}

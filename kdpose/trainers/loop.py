@@ -15,10 +15,10 @@ from clu import metric_writers, periodic_actions
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from kdpose import checkpoint, metrics, plots, sharding
+from kdpose import checkpoint, intervals, metrics, plots, sharding
 from kdpose import state as state_lib
-from kdpose.data import pipeline
-from kdpose.trainers import evaluation
+from kdpose.data import pipeline, registry
+from kdpose.trainers import evaluation, inputs
 
 
 @dataclasses.dataclass
@@ -71,17 +71,30 @@ def _flush_metrics(pending: list[tuple[int, Any]], writer, stage: Stage,
 
 
 def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh, writer,
-             splits: list[str], batch_size: int, *, save: bool) -> dict[str, dict]:
-  """Evaluates ``state`` on ``splits``; with ``save``, writes ``eval/<stage>_<split>.json``."""
+             splits: list[str], batch_size: int, *,
+             all_views: dict[str, pipeline.SplitData] | None = None) -> dict[str, dict]:
+  """Evaluates ``state`` on the (filtered) ``splits``.
+
+  ``all_views`` (split -> the split unfiltered) makes it the final evaluation: the reports also
+  hold ``"all_views"``, and it writes ``eval/<stage>_<split>.json``, the per-record predictions
+  beside it (``.npz``) and the plots. Without, a periodic evaluation: nothing is written.
+  """
   reports, step = {}, int(state.step)
   for split in splits:
     data = stage.eval_data[split]
-    report, predictions = evaluation.evaluate_split(
-        stage.eval_step, state.variables(), data, global_batch_size=batch_size, mesh=mesh)
+    if all_views is None:
+      report, predictions = evaluation.evaluate_split(
+          stage.eval_step, state.variables(), data, global_batch_size=batch_size, mesh=mesh)
+    else:
+      report, predictions = evaluation.evaluate_views(
+          stage.eval_step, state.variables(), data, all_views[split],
+          global_batch_size=batch_size, mesh=mesh)
     report["step"] = step
     writer.write_scalars(step, evaluation.report_scalars(report, f"eval/{split}"))
-    if save and jax.process_index() == 0:
-      evaluation.write_report(report, evaluation.report_path(workdir, stage.name, split))
+    if all_views is not None and jax.process_index() == 0:
+      path = evaluation.report_path(workdir, stage.name, split)
+      evaluation.write_report(report, path)
+      evaluation.write_predictions(predictions, evaluation.predictions_path(path))
       written = plots.write_evaluation_plots(
           report, predictions, plots.record_crops(data), os.path.join(workdir, "eval"),
           f"{stage.name}_{split}", categories=data.categories)
@@ -138,7 +151,7 @@ def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
         checkpoints.save(step, state, {"stage": stage.name, "step": step})
       if cfg.eval_every and step % cfg.eval_every == 0 and not last:
         evaluate(stage, state, workdir, mesh, writer, [config.dataset.eval_splits[0]],
-                 config.eval_batch_size, save=False)
+                 config.eval_batch_size)
   finally:
     loader.close()
     checkpoints.close()
@@ -152,16 +165,20 @@ def make_writer(workdir: str, stage: str):
       os.path.join(workdir, "tensorboard", stage), just_logging=jax.process_index() > 0)
 
 
+_REPORT_KEYS = {"intervals", "all_views", "symmetric"}
+
+
 def _saved_reports(workdir: str, stage: str, splits, step: int) -> dict[str, dict] | None:
-  """The JSON reports of ``step`` if every split has one, else None."""
+  """The JSON reports of ``step`` if every split has one in today's form (intervals, all-views
+  report, symmetric groups and the predictions file), else None: older reports are redone."""
   reports = {}
   for split in splits:
     path = evaluation.report_path(workdir, stage, split)
-    if not os.path.exists(path):
+    if not (os.path.exists(path) and os.path.exists(evaluation.predictions_path(path))):
       return None
     with open(path) as f:
       reports[split] = json.load(f)
-    if reports[split].get("step") != step:
+    if reports[split].get("step") != step or not _REPORT_KEYS <= set(reports[split]):
       return None
   return reports
 
@@ -176,12 +193,16 @@ def run_stage(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh) -> dic
   splits = list(config.dataset.eval_splits)
   reports = _saved_reports(workdir, stage.name, splits, int(state.step))
   if reports is None:
+    all_views = inputs.eval_splits(registry.prepare(config.dataset), config.dataset, splits,
+                                   all_views=True)
     reports = evaluate(stage, state, workdir, mesh, writer, splits, config.eval_batch_size,
-                       save=True)
+                       all_views=all_views)
   writer.close()
   for split, report in reports.items():
-    logging.info("\n%s", metrics.format_report(report, f"{stage.name} on {split} "
-                                                       f"(step {report['step']})"))
+    title = f"{stage.name} on {split} (step {report['step']})"
+    logging.info("\n%s\n%s\n%s", metrics.format_report(report, title),
+                 intervals.format_intervals(report["intervals"]),
+                 intervals.format_intervals(report["all_views"]["intervals"], "all views"))
   return reports
 
 
