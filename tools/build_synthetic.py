@@ -3,9 +3,9 @@ r"""Builds a `synthetic_views` configuration, prints a summary and writes a cont
   python tools/build_synthetic.py --config small --data_dir data/tfds
   python tools/build_synthetic.py --config tiny --data_dir /tmp/tfds
 
-The summary gives examples and categories per split, build time, images per second, size on disk
-and the skipped models; ``<data_dir>/synthetic_views_<config>_samples.png`` shows sample images
-of every split with their viewpoint axes (x red, y green, z blue).
+The summary gives images and shapes per split, category and source, build time, images per
+second, size on disk and the skipped models; ``<data_dir>/synthetic_views_<config>_samples.png``
+shows sample images of every split with their viewpoint axes (x red, y green, z blue).
 """
 
 from __future__ import annotations
@@ -33,25 +33,36 @@ def _dir_size(path: str) -> int:
              for root, _, names in os.walk(path) for name in names)
 
 
-def _category_counts(builder, split: str) -> collections.Counter:
+def _split_table(builder, split: str) -> tuple[collections.Counter, dict[str, set], dict]:
+  """(images per category, shapes per category, shapes per source) of a split."""
   source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
   names = builder.info.features["category"].names
-  return collections.Counter(names[int(source[i]["category"])] for i in range(len(source)))
+  images, shapes = collections.Counter(), collections.defaultdict(set)
+  for i in range(len(source)):
+    record = source[i]
+    category = names[int(record["category"])]
+    images[category] += 1
+    shapes[category].add(record["shape_id"].decode())
+  by_source = collections.Counter(s.split("/")[0] for members in shapes.values() for s in members)
+  return images, shapes, by_source
 
 
 def _summary(builder, seconds: float | None) -> None:
   total = 0
   for split in SPLITS:
-    counts = _category_counts(builder, split)
-    total += sum(counts.values())
-    print(f"{split:5s}: {sum(counts.values()):6d} examples, {len(counts):3d} categories: "
-          + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+    images, shapes, by_source = _split_table(builder, split)
+    total += sum(images.values())
+    print(f"{split:5s}: {sum(images.values()):6d} images of {sum(map(len, shapes.values())):5d} "
+          f"shapes in {len(images):3d} categories; shapes by source: "
+          + ", ".join(f"{name} {n}" for name, n in sorted(by_source.items())))
+    print("       shapes (images) per category: " + ", ".join(
+        f"{name} {len(shapes[name])} ({n})" for name, n in sorted(images.items())))
   metadata = builder.info.metadata
   print(f"novel categories: {', '.join(metadata[features.NOVEL_CATEGORIES_KEY])}")
+  symmetry = metadata[features.CATEGORY_SYMMETRY_KEY]
   print("symmetric categories: " + ", ".join(
-      f"{name} ({kind})" for name, kind in sorted(metadata[features.CATEGORY_SYMMETRY_KEY].items())))
-  print(f"shapes: {metadata.get('train_shapes')} train, {metadata.get('held_out_shapes')} "
-        f"held out; backgrounds: {metadata.get('background_source')}")
+      f"{name} ({kind})" for name, kind in sorted(symmetry.items())))
+  print(f"backgrounds: {metadata.get('background_source')}")
   skipped = metadata.get("skipped_models", [])
   print(f"skipped models: {len(skipped)} {', '.join(skipped)}")
   if seconds is not None:

@@ -145,7 +145,7 @@ def get(name: str) -> MeshSource:
   return SOURCES[name]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def to_kdpose(front: str, up: str) -> np.ndarray:
   """``[3, 3]`` rotation from a source's axes to kdpose's (front -y, up +z)."""
   unit = {f"{s}{a}": (1.0 if s == "+" else -1.0) * np.eye(3)[i]

@@ -3,9 +3,9 @@
 Meshes come from the Sweet Home 3D furniture catalog (Debian ``sweethome3d-furniture``, about 380
 models in ~75 ObjectNet3D-style categories) and the aircraft, ships and cars of FlightGear,
 CRRCSim and TORCS (``mesh_sources.py``, about 160 models), or, for tests and machines without
-them, from procedural primitives. Each example is a square crop around one rendered object composited on a real photo
-(``backgrounds.py``), with the object's viewpoint, its surface points and the usual flags
-(``features.example_features``).
+them, from procedural primitives. Each example is a square crop around one rendered object
+composited on a real photo (``backgrounds.py``), with the object's viewpoint, its surface points
+and the usual flags (``features.example_features``).
 
 Splits (``split_shapes``): every shape is in exactly one of ``train``, ``val`` (for tuning) and
 ``test`` (for reporting), by a stable hash of its id; an evaluated category has at least 5 test
@@ -21,6 +21,8 @@ Usage::
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -29,7 +31,7 @@ import io
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -404,8 +406,8 @@ def _render_shape(views: ViewRenderer, job) -> tuple[list[dict] | None, str | No
   try:
     views.load(ref.load(), rng)
     return [views.example(rng) for _ in range(num_views)], None
-  except (sweethome3d.ModelError, EmptyRenderError, ValueError) as e:
-    return None, str(e)
+  except Exception as e:  # noqa: BLE001 (any model that raises is skipped and counted)
+    return None, f"{type(e).__name__}: {e}"
 
 
 _WORKER_VIEWS: ViewRenderer | None = None  # the renderer of a worker process.
@@ -429,6 +431,39 @@ def _shape_renderers(config: SyntheticViewsConfig, pool: backgrounds_lib.Backgro
     with ViewRenderer(config, pool) as views:
       yield functools.partial(map, functools.partial(_render_shape, views))
     return
+  yield functools.partial(_render_in_processes, config, pool, workers)
+
+
+def _render_in_processes(config: SyntheticViewsConfig, pool: backgrounds_lib.Backgrounds,
+                         workers: int, jobs) -> Iterator[tuple[list[dict] | None, str | None]]:
+  """``_render_shape`` of each job in ``workers`` processes, in job order, with at most two jobs
+  per worker in flight (memory stays flat). When a worker dies (a pybullet crash), the job it
+  held is retried alone in a fresh process, and reported as skipped if that one dies too."""
   context = multiprocessing.get_context("spawn")  # no fork of a process holding TF threads.
-  with context.Pool(workers, initializer=_start_worker, initargs=(config, pool)) as processes:
-    yield functools.partial(processes.imap, _worker_render_shape, chunksize=1)
+
+  def start(size: int) -> concurrent.futures.ProcessPoolExecutor:
+    return concurrent.futures.ProcessPoolExecutor(
+        size, mp_context=context, initializer=_start_worker, initargs=(config, pool))
+
+  executor, queue, remaining = start(workers), collections.deque(), iter(jobs)
+  try:
+    while True:
+      while len(queue) < 2 * workers and (job := next(remaining, None)) is not None:
+        queue.append((job, executor.submit(_worker_render_shape, job)))
+      if not queue:
+        return
+      job, future = queue.popleft()
+      try:
+        result = future.result()
+      except concurrent.futures.process.BrokenProcessPool:
+        executor.shutdown(cancel_futures=True)
+        with start(1) as alone:
+          try:
+            result = alone.submit(_worker_render_shape, job).result()
+          except concurrent.futures.process.BrokenProcessPool:
+            result = None, "the rendering process died (twice) on this model"
+        executor = start(workers)
+        queue = collections.deque((j, executor.submit(_worker_render_shape, j)) for j, _ in queue)
+      yield result
+  finally:
+    executor.shutdown(cancel_futures=True)
