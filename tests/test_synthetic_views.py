@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import zipfile
 
@@ -11,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from kdpose import geometry, visualize
+from kdpose.data import backgrounds as backgrounds_lib
 from kdpose.data import features, sweethome3d
 from kdpose.data import synthetic_views as sv
 
@@ -139,6 +141,20 @@ def test_broken_model_is_skipped_with_a_warning_and_counted(tmp_path, monkeypatc
   ids = {_shape_id(e["object_id"]) for split in sv.SPLITS
          for e in _read(builder.as_data_source(split))}
   assert "broken/1" not in ids and len(ids) == len(shapes)
+
+
+def test_a_render_process_that_dies_skips_its_model_and_the_rest_renders():
+  config = dataclasses.replace(MICRO, num_workers=2)
+  pool = backgrounds_lib.load_backgrounds("procedural")
+  good = sv.list_shapes(MICRO)[:3]
+  dying = sv.ShapeRef("crash/0", "chair", functools.partial(os._exit, 3))  # kills its process.
+  refs = [good[0], dying, good[1], good[2]]
+  jobs = [(ref, [0, index], 1) for index, ref in enumerate(refs)]
+  with sv._shape_renderers(config, pool) as render_all:
+    results = list(render_all(jobs))
+  assert [error is None for _, error in results] == [True, False, True, True]
+  assert "died" in results[1][1]
+  assert all(len(examples) == 1 for examples, error in results if error is None)
 
 
 def test_missing_furniture_package_names_the_install(tmp_path):

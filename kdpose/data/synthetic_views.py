@@ -1,9 +1,10 @@
 """`synthetic_views`: the offline default dataset, rendered from real meshes with exact viewpoints.
 
 Meshes come from the Sweet Home 3D furniture catalog (Debian ``sweethome3d-furniture``, about 380
-models in ~75 ObjectNet3D-style categories) and the aircraft, ships and cars of FlightGear,
-CRRCSim and TORCS (``mesh_sources.py``, about 160 models), or, for tests and machines without
-them, from procedural primitives. Each example is a square crop around one rendered object
+models in ~75 ObjectNet3D-style categories), the aircraft, ships and cars of FlightGear, CRRCSim
+and TORCS (``mesh_sources.py``, about 160 models) and the ships, siege engines, helmets and
+shields of 0 A.D. (``zeroad.py``, about 400 models), or, for tests and machines without them,
+from procedural primitives. Each example is a square crop around one rendered object
 composited on a real photo (``backgrounds.py``), with the object's viewpoint, its surface points
 and the usual flags (``features.example_features``).
 
@@ -39,7 +40,7 @@ import tqdm
 from PIL import Image
 
 from kdpose.data import backgrounds as backgrounds_lib
-from kdpose.data import features, mesh_sources, primitive_shapes, shapes, sweethome3d
+from kdpose.data import features, mesh_sources, primitive_shapes, shapes, sweethome3d, zeroad
 from kdpose.data import renderer as renderer_lib
 
 # ObjectNet3D's 20 held-out categories; the ones this catalog has become the novel categories.
@@ -48,14 +49,16 @@ OBJECTNET3D_NOVEL = (
     "iron", "knife", "microwave", "pen", "pot", "rifle", "shoe", "slipper", "stove", "toilet",
     "tub", "wheelchair")
 SPLITS = ("train", "val", "test")
-DEFAULT_MESH_SOURCES = ("sweethome3d", "flightgear_ai", "flightgear_models", "crrcsim", "torcs")
+DEFAULT_MESH_SOURCES = ("sweethome3d", "flightgear_ai", "flightgear_models", "crrcsim", "torcs",
+                        "0ad")
 
 
 @dataclasses.dataclass(eq=False)
 class SyntheticViewsConfig(tfds.core.BuilderConfig):
   """How to build one configuration of the dataset."""
 
-  # "sweethome3d" and the mesh_sources.SOURCES names (Debian packages), or ("primitives",).
+  # "sweethome3d", "0ad" and the mesh_sources.SOURCES names (Debian packages), or
+  # ("primitives",).
   mesh_sources: tuple[str, ...] = DEFAULT_MESH_SOURCES
   background_source: str = "photos"  # "photos" (Debian wallpapers + textures) or "procedural".
   image_size: int = 128  # pixels of the square crops.
@@ -76,6 +79,7 @@ class SyntheticViewsConfig(tfds.core.BuilderConfig):
   seed: int = 0
   num_workers: int | None = None  # rendering processes; None: one per CPU core, 1: in-process.
   furniture_dir: str = sweethome3d.FURNITURE_DIR
+  zeroad_archive: str = zeroad.PUBLIC_ZIP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +93,7 @@ class ShapeRef:
 
 def _check_sources(config: SyntheticViewsConfig) -> tuple[str, ...]:
   names = tuple(config.mesh_sources)
-  known = ("sweethome3d", *mesh_sources.SOURCES)
+  known = ("sweethome3d", "0ad", *mesh_sources.SOURCES)
   if names == ("primitives",) or (names and set(names) <= set(known)):
     return names
   raise ValueError(f"mesh_sources {names} must be ('primitives',) or names from {known}.")
@@ -101,8 +105,9 @@ def category_names(config: SyntheticViewsConfig) -> tuple[str, ...]:
   if names == ("primitives",):
     return primitive_shapes.CATEGORIES
   found = set(sweethome3d.CATEGORIES) if "sweethome3d" in names else set()
+  found |= set(zeroad.CATEGORIES) if "0ad" in names else set()
   for name in names:
-    if name != "sweethome3d":
+    if name in mesh_sources.SOURCES:
       found |= set(mesh_sources.get(name).categories)
   return tuple(sorted(found))
 
@@ -111,7 +116,8 @@ def category_symmetry(config: SyntheticViewsConfig) -> dict[str, str]:
   if _check_sources(config) == ("primitives",):
     return primitive_shapes.CATEGORY_SYMMETRY
   names = set(category_names(config))
-  return {c: kind for c, kind in sweethome3d.CATEGORY_SYMMETRY.items() if c in names}
+  symmetry = {**sweethome3d.CATEGORY_SYMMETRY, **zeroad.CATEGORY_SYMMETRY}
+  return {c: kind for c, kind in sorted(symmetry.items()) if c in names}
 
 
 def novel_categories(config: SyntheticViewsConfig) -> tuple[str, ...]:
@@ -133,8 +139,11 @@ def list_shapes(config: SyntheticViewsConfig) -> list[ShapeRef]:
     entries = sweethome3d.select_models(sweethome3d.read_catalog(config.furniture_dir))
     refs += [ShapeRef(e.object_id, e.category, functools.partial(sweethome3d.load_model, e))
              for e in entries]
+  if "0ad" in names:
+    refs += [ShapeRef(m.object_id, m.category, functools.partial(zeroad.load_model, m))
+             for m in zeroad.read_actors(config.zeroad_archive)]
   for name in names:
-    if name != "sweethome3d":
+    if name in mesh_sources.SOURCES:
       refs += [ShapeRef(m.object_id, m.category,
                         functools.partial(mesh_sources.load_model, name, m))
                for m in mesh_sources.get(name).models()]
@@ -329,14 +338,16 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "First release.",
-      "2.0.0": "Aircraft, ships and cars from FlightGear, CRRCSim and TORCS; val and test hold "
-               "disjoint shapes (5+ test shapes per evaluated category); shape_id; "
-               "category_symmetry."}
+      "2.0.0": "Aircraft, ships and cars from FlightGear, CRRCSim and TORCS; ships, siege "
+               "engines, helmets and shields from 0 A.D.; val and test hold disjoint shapes "
+               "(5+ test shapes per evaluated category); shape_id; category_symmetry."}
   BUILDER_CONFIGS = [
       SyntheticViewsConfig(
-          name="small", description="Default: Sweet Home 3D models, 128 px, ~6.2k train images."),
+          name="small", description="Default: the Debian mesh sources, 128 px, 16 views of each "
+          "train shape.", train_views=16),
       SyntheticViewsConfig(
-          name="large", description="Sweet Home 3D models, 224 px, ~31k train images (GPU runs).",
+          name="large", description="The Debian mesh sources, 224 px, 120 views of each train "
+          "shape (GPU runs).",
           image_size=224, train_views=120, val_views=24, test_views=36),
       SyntheticViewsConfig(
           name="tiny", description="Primitives on procedural backgrounds, 64 px (tests, CI).",
