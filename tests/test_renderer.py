@@ -170,3 +170,18 @@ def test_missing_pybullet_names_the_install(monkeypatch):
   monkeypatch.setitem(sys.modules, "pybullet", None)
   with pytest.raises(ImportError, match="pip install pybullet"):
     Renderer(8)
+
+
+def test_object_scale_stretches_the_mesh_along_its_own_axes():
+  size = 96
+  mesh = primitive_shapes.make_shape("car", seed=1)
+  scale = np.array([1.3, 0.8, 1.1])
+  stretched = TexturedMesh(tuple(p.replace(vertices=(p.vertices * scale).astype(np.float32))
+                                 for p in mesh.parts))
+  with Renderer(size) as renderer:
+    renderer.load(mesh)
+    for viewpoint in [(0, 10, 0), (60, 30, 10)]:
+      alpha = renderer.render(viewpoint, DISTANCE, centered_window(FOV), object_scale=scale).alpha
+      silhouette = alpha > 0.5
+      assert _iou(silhouette, _reference_silhouette(stretched, viewpoint, size)) > 0.85
+      assert _iou(silhouette, _reference_silhouette(mesh, viewpoint, size)) < 0.8  # can fail.

@@ -102,15 +102,15 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
   calls = {"n": 0}
   example = sv.ViewRenderer.example
 
-  def failing_example(self, rng):
+  def failing_example(self, rng, stretch=0.0):
     calls["n"] += 1
     if calls["n"] == 7:
-      raise RuntimeError("interrupted")
-    return example(self, rng)
+      raise KeyboardInterrupt("interrupted")  # a model that raises is skipped, ^C stops.
+    return example(self, rng, stretch)
 
   monkeypatch.setattr(sv.ViewRenderer, "example", failing_example)
   builder = sv.SyntheticViews(data_dir=str(tmp_path), config=MICRO, file_format="array_record")
-  with pytest.raises(RuntimeError, match="interrupted"):
+  with pytest.raises(KeyboardInterrupt, match="interrupted"):
     builder.download_and_prepare()
   assert not builder.is_prepared()
   again = sv.SyntheticViews(data_dir=str(tmp_path), config=MICRO, file_format="array_record")
@@ -149,7 +149,7 @@ def test_a_render_process_that_dies_skips_its_model_and_the_rest_renders():
   good = sv.list_shapes(MICRO)[:3]
   dying = sv.ShapeRef("crash/0", "chair", functools.partial(os._exit, 3))  # kills its process.
   refs = [good[0], dying, good[1], good[2]]
-  jobs = [(ref, [0, index], 1) for index, ref in enumerate(refs)]
+  jobs = [(ref, [0, index], 1, 0.0) for index, ref in enumerate(refs)]
   with sv._shape_renderers(config, pool) as render_all:
     results = list(render_all(jobs))
   assert [error is None for _, error in results] == [True, False, True, True]
@@ -398,3 +398,14 @@ def test_worker_processes_render_the_same_examples(tmp_path):
   for object_id, example in built[1].items():
     np.testing.assert_array_equal(example["image"], built[2][object_id]["image"])
     np.testing.assert_array_equal(example["points"], built[2][object_id]["points"])
+
+
+def test_stretch_factors_are_log_uniform_within_the_range_and_checked():
+  rng = np.random.default_rng(0)
+  factors = np.stack([sv.stretch_factors(rng, 0.25) for _ in range(2000)])
+  assert factors.shape == (2000, 3)
+  assert factors.min() >= 1 / 1.25 and factors.max() <= 1.25
+  np.testing.assert_allclose(np.log(factors).mean(0), 0.0, atol=0.02)  # symmetric in log.
+  assert sv.stretch_factors(rng, 0.0) is None
+  with pytest.raises(ValueError, match="train_shape_stretch 0.5"):
+    sv.stretch_factors(rng, 0.5)

@@ -294,14 +294,17 @@ class Renderer:
       else:
         self.set_look(index, texture_id=part.texture_id)
 
-  def render(self, viewpoint, distance: float, window, lighting: Lighting = Lighting()
-             ) -> Rendering:
+  def render(self, viewpoint, distance: float, window, lighting: Lighting = Lighting(),
+             object_scale=None) -> Rendering:
     """Renders the loaded mesh.
 
     viewpoint: [3] azimuth, elevation, in-plane (degrees); distance: camera to object origin (the
     mesh lives in the unit sphere, so > 1.5); window: (left, right, bottom, top) of the rendered
     square on the image plane at unit distance (``centered_window(fov)`` for a plain camera; an
     off-centre window is a crop of a larger picture: the viewpoint label does not change).
+    object_scale: optional [3] factors stretching the mesh along its own x, y, z before the view
+    (the viewpoint label does not change; keep them within [0.75, 1.35] so that the mesh stays
+    inside the clipping planes).
     Returns a ``Rendering`` of ``size x size`` pixels.
     """
     p = self._p
@@ -312,9 +315,13 @@ class Renderer:
     light = rot.T @ np.asarray(lighting.direction, np.float64)  # camera frame -> object frame.
     near, far = distance - 1.5, distance + 1.5
     full = self.size * self.supersample
+    view = p.computeViewMatrix(eye.tolist(), [0.0, 0.0, 0.0], up.tolist())  # column-major.
+    if object_scale is not None:
+      stretched = np.reshape(view, (4, 4)).T @ np.diag([*np.asarray(object_scale, float), 1.0])
+      view = stretched.T.reshape(-1).tolist()
     _, _, rgba, _, seg = p.getCameraImage(
         full, full,
-        viewMatrix=p.computeViewMatrix(eye.tolist(), [0.0, 0.0, 0.0], up.tolist()),
+        viewMatrix=view,
         projectionMatrix=p.computeProjectionMatrix(*(float(w) * near for w in window), near, far),
         lightDirection=(light * 10.0).tolist(), lightColor=[1.0, 1.0, 1.0], lightDistance=10.0,
         shadow=0, lightAmbientCoeff=lighting.ambient, lightDiffuseCoeff=lighting.diffuse,

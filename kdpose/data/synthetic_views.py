@@ -76,6 +76,9 @@ class SyntheticViewsConfig(tfds.core.BuilderConfig):
   primitives_per_category: int = 6  # variants per category of ("primitives",).
   occluder_probability: float = 0.15  # chance that a view gets an occluder (marked occluded).
   texture_swap_probability: float = 0.1  # chance that a view repaints the object's parts.
+  # Train views stretch the shape along each of its axes by a factor log-uniform in
+  # [1 / (1 + s), 1 + s] (0: never), so no two train renders share an exact shape.
+  train_shape_stretch: float = 0.25
   seed: int = 0
   num_workers: int | None = None  # rendering processes; None: one per CPU core, 1: in-process.
   furniture_dir: str = sweethome3d.FURNITURE_DIR
@@ -269,6 +272,17 @@ def png_bytes(image: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
+def stretch_factors(rng: np.random.Generator, stretch: float) -> np.ndarray | None:
+  """``[3]`` factors along the object's x, y, z, each log-uniform in ``[1 / (1 + stretch),
+  1 + stretch]``; None for ``stretch == 0`` (no random numbers drawn)."""
+  if stretch == 0:
+    return None
+  if not 0 < stretch <= 0.35:
+    raise ValueError(f"train_shape_stretch {stretch} must be in [0, 0.35] (the renderer's "
+                     "clipping planes hold a mesh stretched by at most 1.35).")
+  return np.exp(rng.uniform(-np.log1p(stretch), np.log1p(stretch), size=3))
+
+
 class ViewRenderer:
   """Renders the examples of one shape after another (one pybullet client)."""
 
@@ -302,31 +316,38 @@ class ViewRenderer:
       elif rng.random() < 0.7:
         self._renderer.set_look(index, color=tuple(rng.uniform(0.1, 1.0, 3)))
 
-  def _render(self, rng: np.random.Generator):
+  def _render(self, rng: np.random.Generator, points: np.ndarray, scale: np.ndarray | None):
     for _ in range(self._MAX_TRIES):
       viewpoint = sample_viewpoint(rng)
       distance = float(np.exp(rng.uniform(np.log(2.5), np.log(8.0))))
-      window = crop_window(self._points, viewpoint, distance, rng)
+      window = crop_window(points, viewpoint, distance, rng)
       swap = rng.random() < self._config.texture_swap_probability
       if swap:
         self._swap_looks(rng)
       rendering = self._renderer.render(viewpoint, distance, window,
-                                        renderer_lib.random_lighting(rng))
+                                        renderer_lib.random_lighting(rng), object_scale=scale)
       if swap:
         self._renderer.restore_looks()
       if rendering.alpha.max() >= 0.5:
         return viewpoint, rendering
     raise EmptyRenderError(f"the object covered no pixel in {self._MAX_TRIES} random views.")
 
-  def example(self, rng: np.random.Generator) -> dict:
-    """One example of the loaded shape (all features but category and object_id)."""
+  def example(self, rng: np.random.Generator, stretch: float = 0.0) -> dict:
+    """One example of the loaded shape (all features but category, object_id and shape_id),
+    stretched along its axes as ``stretch_factors(rng, stretch)`` says; its points are the
+    stretched surface, back in the unit sphere."""
     config = self._config
-    viewpoint, rendering = self._render(rng)
+    scale = stretch_factors(rng, stretch)
+    points = self._points
+    if scale is not None:
+      points = points * scale
+      points = points / np.linalg.norm(points, axis=1).max()
+    viewpoint, rendering = self._render(rng, points, scale)
     image = rendering.composite(self._pool.sample(rng, config.image_size))
     occluded = False
     if rng.random() < config.occluder_probability:
       image, occluded = add_occluder(image, rendering.alpha, rng, self._pool)
-    points = self._points[rng.choice(len(self._points), config.num_points, replace=False)]
+    points = points[rng.choice(len(points), config.num_points, replace=False)]
     return {"image": png_bytes(image), "bbox": mask_bbox(rendering.alpha), "viewpoint": viewpoint,
             "points": points.astype(np.float32), "truncated": False, "occluded": occluded,
             "difficult": False, "has_keypoints": True}
@@ -393,7 +414,7 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
     skipped = self.info.metadata.setdefault("skipped_models", [])
     # Each shape has its own seed, so the examples do not depend on the number of workers.
     jobs = [(ref, [config.seed, SPLITS.index(split), int(stable_fraction(ref.object_id) * 2**32)],
-             num_views) for ref in refs]
+             num_views, config.train_shape_stretch if split == "train" else 0.0) for ref in refs]
     with _shape_renderers(config, background_pool) as render_all:
       results = tqdm.tqdm(render_all(jobs), total=len(jobs), desc=f"Rendering {split}",
                           unit="shape")
@@ -412,11 +433,11 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
 
 def _render_shape(views: ViewRenderer, job) -> tuple[list[dict] | None, str | None]:
   """Renders the views of one shape: (examples, None), or (None, why) for a broken model."""
-  ref, seed, num_views = job
+  ref, seed, num_views, stretch = job
   rng = np.random.default_rng(seed)
   try:
     views.load(ref.load(), rng)
-    return [views.example(rng) for _ in range(num_views)], None
+    return [views.example(rng, stretch) for _ in range(num_views)], None
   except Exception as e:  # noqa: BLE001 (any model that raises is skipped and counted)
     return None, f"{type(e).__name__}: {e}"
 
