@@ -5,7 +5,7 @@ r"""Contact sheets of every model of the default dataset's mesh sources, at azim
 Each model is drawn twice side by side on white, at elevation 20: azimuth 0 (the camera looks at
 the object's front) and azimuth 90 (the camera on the object's +x side; the front points left).
 A model whose front is not towards the camera in the left image is turned in its source's
-``YAW_FIXES``. One PNG per source and category, 8 models a row, labelled by index; the index
+``YAW_FIXES``. One JPEG per source and category, 8 models a row, labelled by index; the index
 file ``<source>_<category>.txt`` names the models.
 """
 
@@ -68,10 +68,10 @@ def main(argv) -> None:
           except ValueError as e:
             print(f"skipped {ref.object_id}: {e}")
         stem = os.path.join(_OUT.value, f"{source}_{category}")
-        _sheet(tiles, size).save(stem + ".png")
+        _sheet(tiles, size).save(stem + ".jpg", quality=80)
         with open(stem + ".txt", "w") as f:
           f.writelines(f"{i} {name}\n" for i, name in enumerate(names))
-        print(f"{stem}.png: {len(tiles)} models")
+        print(f"{stem}.jpg: {len(tiles)} models")
 
 
 if __name__ == "__main__":
