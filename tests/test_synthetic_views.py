@@ -409,3 +409,13 @@ def test_stretch_factors_are_log_uniform_within_the_range_and_checked():
   assert sv.stretch_factors(rng, 0.0) is None
   with pytest.raises(ValueError, match="train_shape_stretch 0.5"):
     sv.stretch_factors(rng, 0.5)
+
+
+def test_importing_the_data_package_registers_every_builder(tiny_dir):
+  import kdpose.data  # noqa: F401
+
+  for name in ("synthetic_views", "objectnet3d", "pascal3d", "pix3d"):
+    assert name in tfds.list_builders(with_community_datasets=False)
+  builder = tfds.builder("synthetic_views", config="tiny", data_dir=tiny_dir,
+                         file_format="array_record")
+  assert builder.is_prepared() and isinstance(builder, sv.SyntheticViews)
