@@ -23,7 +23,8 @@ from kdpose import visualize
 from kdpose.data import features
 from kdpose.data.synthetic_views import SPLITS, SyntheticViews
 
-_CONFIG = flags.DEFINE_enum("config", "small", ["small", "large", "tiny"], "Builder config.")
+_CONFIG = flags.DEFINE_enum("config", "small", [c.name for c in SyntheticViews.BUILDER_CONFIGS],
+                            "Builder config.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory.")
 _SAMPLES = flags.DEFINE_integer("samples_per_split", 24, "Images per split on the sheet.")
 

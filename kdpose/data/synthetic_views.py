@@ -367,6 +367,9 @@ class SyntheticViews(tfds.core.GeneratorBasedBuilder):
           name="small", description="Default: the Debian mesh sources, 128 px, 16 views of each "
           "train shape.", train_views=16),
       SyntheticViewsConfig(
+          name="small_unstretched", description="`small` without the train shapes' stretching "
+          "(its ablation).", train_views=16, train_shape_stretch=0.0),
+      SyntheticViewsConfig(
           name="large", description="The Debian mesh sources, 224 px, 120 views of each train "
           "shape (GPU runs).",
           image_size=224, train_views=120, val_views=24, test_views=36),

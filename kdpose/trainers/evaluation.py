@@ -57,16 +57,22 @@ def _with_records(predictions: dict[str, np.ndarray], data: pipeline.SplitData
                         "novel": np.isin(data.categories, data.novel_categories)}
 
 
-def _report(predictions: dict[str, np.ndarray], data: pipeline.SplitData) -> dict:
-  """The ``metrics.viewpoint_report`` of ``_with_records`` predictions of ``data``, with
-  ``"intervals"``: the ``intervals.shape_bootstrap`` of its mean/base/novel numbers."""
+def report_with_intervals(errors: np.ndarray, categories: np.ndarray, shape_ids: np.ndarray,
+                          data: pipeline.SplitData, num_resamples: int = 1000) -> dict:
+  """The ``metrics.viewpoint_report`` of ``errors [n]`` (degrees, up to symmetry) of records of
+  ``data`` with these ``categories`` and ``shape_ids`` ``[n]``, with ``"intervals"``: the
+  ``intervals.shape_bootstrap`` of its mean/base/novel numbers."""
   report = metrics.viewpoint_report(
-      predictions["error"], predictions["category"], novel_categories=data.novel_categories,
+      errors, categories, novel_categories=data.novel_categories,
       category_symmetry=metrics.symmetry_by_name(data.category_names, data.category_symmetry))
   report["intervals"] = intervals.shape_bootstrap(
-      predictions["error"], predictions["category"], predictions["shape_id"],
-      data.novel_categories)
+      errors, categories, shape_ids, data.novel_categories, num_resamples=num_resamples)
   return report
+
+
+def _report(predictions: dict[str, np.ndarray], data: pipeline.SplitData) -> dict:
+  return report_with_intervals(predictions["error"], predictions["category"],
+                               predictions["shape_id"], data)
 
 
 def evaluate_split(eval_step: Callable, variables: Any, data: pipeline.SplitData, *,
