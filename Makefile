@@ -17,18 +17,18 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 # Real meshes (Sweet Home 3D furniture; FlightGear, CRRCSim and TORCS aircraft, ships and cars;
-# 0 A.D. ships, siege engines, helmets, shields: about 2.3 GB of downloads, 4.8 GB installed) and
+# 0 A.D. ships, siege engines, helmets, shields: about 3.6 GB of downloads, 6.6 GB installed) and
 # real photos for backgrounds of the default dataset.
 MESH_DIRS := /usr/share/sweethome3d/furniture /usr/share/wallpapers /usr/share/games/flightgear/AI \
   /usr/share/games/flightgear/Models /usr/share/games/crrcsim /usr/share/games/torcs \
-  /usr/share/games/0ad/mods/public
+  /usr/share/games/0ad/mods/public /usr/share/games/flightgear/Scenery
 system-deps:
 	@if ! ls -d $(MESH_DIRS) > /dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends sweethome3d-furniture plasma-workspace-wallpapers \
-	    mate-backgrounds flightgear-data-ai flightgear-data-models crrcsim-data torcs-data \
-	    0ad-data; \
+	    mate-backgrounds flightgear-data-ai flightgear-data-models flightgear-data-base \
+	    crrcsim-data torcs-data 0ad-data; \
 	fi
 
 # The main job: build the offline default dataset, train teacher and student, evaluate.

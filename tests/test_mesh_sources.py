@@ -134,3 +134,27 @@ def test_missing_package_names_the_install_command(monkeypatch):
     mesh_sources.get("crrcsim").models()
   with pytest.raises(ValueError, match="Unknown mesh source 'nope'"):
     mesh_sources.get("nope")
+
+
+def test_yaw_fixes_turn_a_model_about_the_vertical(tmp_path, monkeypatch):
+  car = tmp_path / "cars" / "wagon"
+  car.mkdir(parents=True)
+  (car / "wagon.acc").write_text(_FILE)
+  monkeypatch.setitem(mesh_sources.SOURCES, "torcs", mesh_sources.dataclasses.replace(
+      mesh_sources.SOURCES["torcs"], root=str(tmp_path)))
+  model = mesh_sources.get("torcs").models()[0]
+  plain = mesh_sources.load_model("torcs", model).vertices
+  monkeypatch.setitem(mesh_sources.YAW_FIXES, model.object_id, 90.0)
+  turned = mesh_sources.load_model("torcs", model).vertices
+  # +90 about z (counter-clockwise from above): (x, y, z) -> (-y, x, z).
+  np.testing.assert_allclose(turned, plain @ np.array([[0, 1, 0], [-1, 0, 0], [0, 0, 1]]),
+                             atol=1e-5)
+
+
+def test_every_yaw_fix_names_a_listed_model():
+  listed = {m.object_id for name in mesh_sources.SOURCES
+            if os.path.isdir(mesh_sources.SOURCES[name].root)
+            for m in mesh_sources.get(name).models()}
+  if not os.path.isdir(os.path.join(mesh_sources.FLIGHTGEAR_DIR, "Scenery")):
+    pytest.skip("flightgear-data-base is not installed")
+  assert set(mesh_sources.YAW_FIXES) <= listed  # a typo would silently turn nothing.

@@ -1,7 +1,8 @@
 r"""What the data buys, measured cheaply: a pose head on frozen pretrained image features.
 
   python tools/feature_probe.py --config configs/default.py --compare_sources \
-      "sweethome3d;sweethome3d,flightgear_ai,flightgear_models,crrcsim,torcs;all" \
+      "sweethome3d;sweethome3d,flightgear_ai,flightgear_models,flightgear_vehicles,crrcsim,torcs;\
+all" \
       --out tools/results/feature_probe_sources.json --md tools/results/feature_probe_sources.md
   python tools/feature_probe.py --config configs/default.py:tiny \
       --config.dataset.data_dir=/tmp/tfds --compare_sources "primitives;all"

@@ -10,6 +10,7 @@ contact sheets; models whose front differs from their source's are turned in ``Y
 | flightgear_models | flightgear-data-models | GPL-2+ | ships (a checked list) | bow -x, y up |
 | crrcsim | crrcsim-data | GPL-2+ | model aircraft | nose +z, y up |
 | torcs | torcs-data | GPL-2+ / Free Art | car bodies (no wheels) | nose +x, y up |
+| flightgear_vehicles | flightgear-data-base | GPL-2+ | airport vehicles (a list) | -x, y up |
 
 FlightGear's scenery models share the aircraft axes, but not every model follows them: the ships
 used are the ones whose contact sheets show it.
@@ -104,6 +105,29 @@ def _flightgear_ships(root: str) -> list[tuple[str, str]]:
   return [(p, "boat") for p in paths if os.path.isfile(p)]
 
 
+# FlightGear's airport vehicles, one file per vehicle (most come in several liveries).
+_FLIGHTGEAR_VEHICLES = {
+    "car": ("EDDI-FollowMe", "airvehpickupgreen1", "hatchback_red_follow_me", "rover-aegean",
+            "van-aegean", "gr_van-followme", "BFD_Sprinter_308", "ELW_Sprinter_215",
+            "RTW_Sprinter_515", "fourgon-ba"),
+    "bus": ("Cobus_2700s", "Cobus_3000", "groundforce_bus"),
+    "truck": ("CCS_catering_truck1", "EDXW_Cateringtruck0Level_blank", "FireTruck_7.30m",
+              "Fuel_Truck", "RW_GWG_MAN", "Rosenbauer_FLF_Panther8x8", "Rosenbauer_FLF_VFAEG",
+              "Rosenbauer_TLF_5500", "anac-fire", "boxvan-white", "catrucklar-servair320cm",
+              "catruckmed-gategourmet", "crashtender", "dicingtruck", "fedextruck-ba",
+              "fire-truck-ba", "fire-truck-muc", "firetruck-K", "fueltruck1", "hoskosh-ti-1500",
+              "larfueltruck-bp", "medfueltruck-asig", "medtruck-servair", "smfueltruck-gen",
+              "citerne-ba", "94-f600-fuel-yellow-hi", "airvehcatgourmet1"),
+}
+
+
+def _flightgear_vehicles(root: str) -> list[tuple[str, str]]:
+  folder = os.path.join(root, "Scenery", "Models", "Airport", "Vehicle")
+  return sorted((os.path.join(folder, name + ".ac"), category)
+                for category, names in _FLIGHTGEAR_VEHICLES.items() for name in names
+                if os.path.isfile(os.path.join(folder, name + ".ac")))
+
+
 # crrcsim's objects/ also holds scenery (trees, huts, a table): only the flying models count.
 # Also left out: quadcopters and helicopters, second liveries of one airframe (PilatusB4_26,
 # gap65_raven, wasabi_yr) and zagi-xs, which renders as a few loose triangles.
@@ -129,6 +153,8 @@ SOURCES = {s.name: s for s in (
                ("aeroplane",), _flightgear_aircraft),
     MeshSource("flightgear_models", "flightgear-data-models", "GPL-2+", FLIGHTGEAR_DIR, "-x",
                "+y", ("boat",), _flightgear_ships),
+    MeshSource("flightgear_vehicles", "flightgear-data-base", "GPL-2+", FLIGHTGEAR_DIR, "-x",
+               "+y", ("bus", "car", "truck"), _flightgear_vehicles),
     MeshSource("crrcsim", "crrcsim-data", "GPL-2+", CRRCSIM_DIR, "+z", "+y", ("aeroplane",),
                _crrcsim_aircraft),
     MeshSource("torcs", "torcs-data", "GPL-2+ and Free Art License", TORCS_DIR, "+x", "+y",
@@ -136,7 +162,13 @@ SOURCES = {s.name: s for s in (
 )}
 
 # Models whose front is not their source's, from the contact sheets: degrees to turn about z.
-YAW_FIXES: dict[str, float] = {}
+# These FlightGear vehicles are modelled with their front at -z (seen side-on at azimuth 0).
+YAW_FIXES: dict[str, float] = {
+    f"flightgear_vehicles/Scenery/Models/Airport/Vehicle/{name}.ac": 90.0 for name in (
+        "airvehpickupgreen1", "fourgon-ba", "gr_van-followme", "rover-aegean", "van-aegean",
+        "airvehcatgourmet1", "boxvan-white", "catrucklar-servair320cm", "catruckmed-gategourmet",
+        "dicingtruck", "fedextruck-ba", "larfueltruck-bp", "medfueltruck-asig",
+        "medtruck-servair", "smfueltruck-gen")}
 
 
 def get(name: str) -> MeshSource:

@@ -49,8 +49,8 @@ OBJECTNET3D_NOVEL = (
     "iron", "knife", "microwave", "pen", "pot", "rifle", "shoe", "slipper", "stove", "toilet",
     "tub", "wheelchair")
 SPLITS = ("train", "val", "test")
-DEFAULT_MESH_SOURCES = ("sweethome3d", "flightgear_ai", "flightgear_models", "crrcsim", "torcs",
-                        "0ad")
+DEFAULT_MESH_SOURCES = ("sweethome3d", "flightgear_ai", "flightgear_models",
+                        "flightgear_vehicles", "crrcsim", "torcs", "0ad")
 
 
 @dataclasses.dataclass(eq=False)
