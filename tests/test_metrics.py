@@ -81,3 +81,17 @@ def test_angle_errors_up_to_symmetry():
   np.testing.assert_allclose(errors, [[170.0, 10.0, 10.0], [10.0, 10.0, 10.0],
                                       [np.nan, 10.0, 10.0]])
   np.testing.assert_array_equal(metrics.angle_errors(pred, target), errors[[0, 0, 0]])
+
+
+def test_report_scalars_carry_the_symmetric_groups_and_skip_empty_ones():
+  from kdpose.trainers import evaluation
+
+  errors, cats = [10.0, 50.0, 0.0, 5.0], ["chair", "chair", "bottle", "bottle"]
+  symmetry = {"bottle": "continuous", "chair": "none"}
+  report = metrics.viewpoint_report(errors, cats, category_symmetry=symmetry)
+  scalars = evaluation.report_scalars(report, "eval/test")
+  assert scalars["eval/test/symmetric/acc30"] == 100.0  # bottle: both within 30.
+  assert scalars["eval/test/asymmetric/med_err"] == 30.0  # chair: median of 10 and 50.
+  assert "eval/test/novel/acc30" not in scalars  # no novel category: NaN, left out.
+  plain = evaluation.report_scalars(metrics.viewpoint_report(errors, cats), "eval/test")
+  assert "eval/test/symmetric/acc30" not in plain and "eval/test/asymmetric/acc30" in plain

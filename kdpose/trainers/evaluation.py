@@ -103,9 +103,11 @@ def evaluate_views(eval_step: Callable, variables: Any, headline: pipeline.Split
 
 
 def report_scalars(report: dict, prefix: str) -> dict[str, float]:
-  """Headline numbers of a report as flat scalars, e.g. ``eval/test/novel/acc30``."""
+  """Headline numbers of a report as flat scalars, e.g. ``eval/test/novel/acc30``; groups that
+  a report has no category of (NaN) are left out."""
+  groups = ("mean", "base", "novel", "symmetric", "asymmetric", "pooled")
   return {f"{prefix}/{group}/{key}": report[group][key]
-          for group in ("mean", "base", "novel", "pooled") for key in ("acc30", "med_err")
+          for group in groups if group in report for key in ("acc30", "med_err")
           if np.isfinite(report[group][key])}
 
 
