@@ -18,8 +18,9 @@ import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from PIL import Image
 
-from kdpose.data.renderer import MeshPart, TexturedMesh
+from kdpose.data.renderer import MeshPart, TexturedMesh, texture_array
 
 _POLYGON, _TRIANGLE_STRIP = 0, 4  # SURF types (low 4 bits) with area; 1 and 2 are lines.
 # A texture file name -> uint8 [h, w, 3] image, or None when it cannot be read.
@@ -220,11 +221,9 @@ def read(path: str, load_texture: TextureLoader | None = None) -> TexturedMesh:
   return parse(text, path, load_texture or texture_beside(path))
 
 
-def texture_beside(path: str, max_side: int = 512) -> TextureLoader:
+def texture_beside(path: str) -> TextureLoader:
   """A loader of textures named relative to the model's folder (SGI ``.rgb``, PNG, JPEG...);
   falls back to the same name with other extensions; None when none can be read."""
-  from PIL import Image  # local: only sources that have textures need Pillow here.
-
   folder = os.path.dirname(path)
 
   def load(name: str) -> np.ndarray | None:
@@ -233,11 +232,9 @@ def texture_beside(path: str, max_side: int = 512) -> TextureLoader:
     for candidate in (base, stem + ".png", stem + ".rgb", stem + ".jpg"):
       if os.path.isfile(candidate):
         try:
-          image = Image.open(candidate).convert("RGB")
+          return texture_array(Image.open(candidate))
         except (OSError, ValueError):
           return None
-        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-        return np.asarray(image, np.uint8)
     return None
 
   return load

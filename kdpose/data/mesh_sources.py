@@ -193,10 +193,8 @@ def load_model(source_name: str, model: SourceModel) -> TexturedMesh:
   (a ``ValueError``) naming the file when it cannot be read."""
   source = get(source_name)
   mesh = ac3d.read(model.path).transformed(to_kdpose(source.front, source.up))
-  yaw = np.deg2rad(YAW_FIXES.get(model.object_id, 0.0))
-  if yaw:
-    mesh = mesh.transformed(np.array([[np.cos(yaw), -np.sin(yaw), 0.0],
-                                      [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]]))
+  if model.object_id in YAW_FIXES:
+    mesh = mesh.turned(YAW_FIXES[model.object_id])
   try:
     return mesh.normalized()
   except ValueError as e:

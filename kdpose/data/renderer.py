@@ -69,6 +69,12 @@ class TexturedMesh:
                   normals=None if p.normals is None else (p.normals @ matrix.T).astype(np.float32))
         for p in self.parts))
 
+  def turned(self, yaw_degrees: float) -> TexturedMesh:
+    """Turned about z by ``yaw_degrees`` (counter-clockwise seen from above)."""
+    yaw = np.deg2rad(yaw_degrees)
+    return self.transformed(np.array([[np.cos(yaw), -np.sin(yaw), 0.0],
+                                      [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]]))
+
   def normalized(self) -> TexturedMesh:
     """Centred on its bounding box and scaled into the unit sphere (``shapes.py``)."""
     if not self.parts:
@@ -82,6 +88,17 @@ class TexturedMesh:
     """All parts as one trimesh (for surface sampling)."""
     return trimesh.util.concatenate(
         [trimesh.Trimesh(p.vertices, p.faces, process=False) for p in self.parts])
+
+
+MAX_TEXTURE_SIDE = 512  # pixels; larger textures are downscaled (renders are <= 224 px).
+
+
+def texture_array(image: Image.Image) -> np.ndarray:
+  """A texture for ``MeshPart``: uint8 RGB ``[h, w, 3]``, at most ``MAX_TEXTURE_SIDE`` a side."""
+  image = image.convert("RGB")
+  if max(image.size) > MAX_TEXTURE_SIDE:
+    image.thumbnail((MAX_TEXTURE_SIDE, MAX_TEXTURE_SIDE), Image.Resampling.BILINEAR)
+  return np.asarray(image, np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,11 +23,10 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from kdpose.data.renderer import MeshPart, TexturedMesh
+from kdpose.data.renderer import MeshPart, TexturedMesh, texture_array
 
 FURNITURE_DIR = "/usr/share/sweethome3d/furniture"
 INSTALL_HINT = "install it with `apt-get install sweethome3d-furniture`"
-MAX_TEXTURE_SIDE = 512  # pixels; larger textures are downscaled (renders are <= 224 px).
 
 # Sweet Home 3D (x, y up, z towards the viewer = the front) -> kdpose (x, front -y, z up).
 Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -310,9 +309,7 @@ def load_model(entry: CatalogEntry) -> TexturedMesh:
     mesh = mesh.transformed(np.reshape(entry.model_rotation, (3, 3)))
   mesh = mesh.transformed(Y_UP_TO_Z_UP)
   if entry.object_id in YAW_FIXES:
-    yaw = np.deg2rad(YAW_FIXES[entry.object_id])
-    mesh = mesh.transformed(np.array([[np.cos(yaw), -np.sin(yaw), 0.0],
-                                      [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]]))
+    mesh = mesh.turned(YAW_FIXES[entry.object_id])
   try:
     return mesh.normalized()
   except ValueError as e:
@@ -343,14 +340,7 @@ def _appearance(visual) -> dict:
   if image is None or uv is None or len(uv) == 0:
     return {"color": tuple(color)}
   return {"color": tuple(color), "uvs": np.asarray(uv, np.float32),
-          "texture": _texture_array(image)}
-
-
-def _texture_array(image: Image.Image) -> np.ndarray:
-  image = image.convert("RGB")
-  if max(image.size) > MAX_TEXTURE_SIDE:
-    image.thumbnail((MAX_TEXTURE_SIDE, MAX_TEXTURE_SIDE), Image.Resampling.BILINEAR)
-  return np.asarray(image, np.uint8)
+          "texture": texture_array(image)}
 
 
 def texture_images(furniture_dir: str = FURNITURE_DIR, limit: int = 48,
@@ -368,5 +358,5 @@ def texture_images(furniture_dir: str = FURNITURE_DIR, limit: int = 48,
   images = []
   for archive, name in chosen:
     with zipfile.ZipFile(archive) as zf:
-      images.append(_texture_array(Image.open(io.BytesIO(zf.read(name)))))
+      images.append(texture_array(Image.open(io.BytesIO(zf.read(name)))))
   return images

@@ -29,11 +29,11 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from kdpose.data.renderer import MeshPart, TexturedMesh
+from kdpose.data import mesh_sources
+from kdpose.data.renderer import MeshPart, TexturedMesh, texture_array
 
 PUBLIC_ZIP = "/usr/share/games/0ad/mods/public/public.zip"
 INSTALL_HINT = "install it with `apt-get install 0ad-data`"
-MAX_TEXTURE_SIDE = 512
 
 # Actor paths (relative to art/actors/, without .xml) -> kdpose category; first match wins,
 # None drops the actor. Buildings are left out: their contact sheets show no consistent front
@@ -159,10 +159,6 @@ def parse_pmd(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
           floats[:, 6:8].astype(np.float32), faces.astype(np.int32))
 
 
-# 0 A.D. (y up, front +z) -> kdpose (z up, front -y): the same turn as Sweet Home 3D's.
-Y_UP_FRONT_Z_TO_KDPOSE = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-
-
 def load_model(model: ActorModel) -> TexturedMesh:
   """The model in the kdpose object frame, in the unit sphere, with its colour texture."""
   zf = _open(model.archive)
@@ -179,7 +175,7 @@ def load_model(model: ActorModel) -> TexturedMesh:
   part = MeshPart(positions, faces, normals=normals, color=(0.7, 0.65, 0.55),
                   uvs=None if texture is None else uvs * (1.0, -1.0) + (0.0, 1.0),
                   texture=texture)
-  mesh = TexturedMesh((part,)).transformed(Y_UP_FRONT_Z_TO_KDPOSE)
+  mesh = TexturedMesh((part,)).transformed(mesh_sources.to_kdpose("+z", "+y"))
   try:
     return mesh.normalized()
   except ValueError as e:
@@ -188,8 +184,6 @@ def load_model(model: ActorModel) -> TexturedMesh:
 
 def _texture(zf: zipfile.ZipFile, member: str) -> np.ndarray | None:
   try:
-    image = Image.open(io.BytesIO(zf.read(member))).convert("RGB")
+    return texture_array(Image.open(io.BytesIO(zf.read(member))))
   except (KeyError, OSError, ValueError):
     return None  # drawn in plain colour.
-  image.thumbnail((MAX_TEXTURE_SIDE, MAX_TEXTURE_SIDE), Image.Resampling.BILINEAR)
-  return np.asarray(image, np.uint8)
