@@ -110,6 +110,17 @@ def test_student_without_teacher_fails_clearly(data_dir, tmp_path):
     trainers.run(config, str(tmp_path / "no_teacher"))
 
 
+def test_student_refuses_a_teacher_trained_on_other_inputs(data_dir, tiny_run, tmp_path):
+  workdir, _ = tiny_run
+  config = _config(data_dir)
+  config.stage, config.teacher_workdir = "student", workdir
+  config.image_size, config.num_points = 48, 32
+  expected = r"image_size: teacher 32, student 48; num_points: teacher 64, student 32\)"
+  with pytest.raises(ValueError, match=expected):
+    trainers.run(config, str(tmp_path / "student"))
+  assert not os.path.exists(tmp_path / "student" / "student" / "checkpoints")
+
+
 def test_trains_a_few_steps_on_the_objectnet3d_raw_layout(tmp_path):
   import raw_fixtures
 

@@ -34,12 +34,13 @@ def run(config: ConfigDict, workdir: str) -> dict[str, dict[str, dict]]:
   logging.info("Training on %d records (%d categories); evaluating on %s.",
                len(train_data.indices), len(set(train_data.categories)),
                {s: len(d.indices) for s, d in eval_data.items()})
-  reports = {}
-  for name in _stages(config):
+  reports, names = {}, _stages(config)
+  for index, name in enumerate(names):
     if name == "teacher":
       stage = teacher.make_stage(config, mesh, train_data, eval_data)
     else:
       stage = student.make_stage(config, workdir, mesh, train_data, eval_data)
+    stage.later_steps = sum(config[later].num_steps for later in names[index + 1:])
     reports[name] = loop.run_stage(stage, config, workdir, mesh)
   logging.info("Reports: %s", json.dumps({n: {s: r["mean"] for s, r in v.items()}
                                           for n, v in reports.items()}))

@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
@@ -19,6 +19,7 @@ from kdpose import checkpoint, intervals, metrics, plots, sharding
 from kdpose import state as state_lib
 from kdpose.data import pipeline, registry
 from kdpose.trainers import evaluation, inputs
+from kdpose.trainers import progress as progress_lib
 
 
 @dataclasses.dataclass
@@ -33,6 +34,7 @@ class Stage:
     eval_step: jitted (variables, global batch) -> predictions (see steps.eval_step).
     train_data: the filtered training split.
     eval_data: split name -> filtered split for evaluation.
+    later_steps: training steps of the stages that run after this one (for the run's ETA).
   """
 
   name: str
@@ -42,6 +44,7 @@ class Stage:
   eval_step: Callable
   train_data: pipeline.SplitData
   eval_data: dict[str, pipeline.SplitData]
+  later_steps: int = 0
 
 
 def _scalar_name(key: str) -> str:
@@ -134,8 +137,8 @@ def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
       loader, global_batch_size=cfg.batch_size, seed=seed, start_step=start,
       num_steps=cfg.num_steps, process_index=jax.process_index(),
       process_count=jax.process_count())
-  progress = periodic_actions.ReportProgress(num_train_steps=cfg.num_steps, writer=writer,
-                                             every_secs=30)
+  progress = progress_lib.StageProgress(stage.name, cfg.num_steps, stage.later_steps,
+                                       writer.write_scalars)
   step_rng, pending = jax.random.key(seed + 1000), []
   try:
     for step in range(start + 1, cfg.num_steps + 1):

@@ -17,6 +17,11 @@ from kdpose.data import pipeline
 from kdpose.trainers import loop, teacher
 
 KD_TERMS = ("ckd", "logit", "feature")
+# What a frozen teacher must have been trained on to take the student's inputs: crops of this
+# side, this many points, these bins, from this dataset. (Image normalisation cannot differ:
+# each encoder normalises its [0, 1] crops itself, with the constants of its own weights.)
+TEACHER_INPUT_KEYS = ("image_size", "num_points", "bin_size", "dataset.name",
+                      "dataset.config_name")
 
 
 def step_options(config: ConfigDict) -> steps.StepOptions:
@@ -45,6 +50,18 @@ def build(config: ConfigDict):
   return model, tx, schedule, init_fn
 
 
+def _lookup(config: ConfigDict, dotted: str):
+  for key in dotted.split("."):
+    config = config.get(key) if config is not None else None
+  return config
+
+
+def teacher_input_differences(teacher_config: ConfigDict, config: ConfigDict) -> list[str]:
+  """``"key: teacher X, student Y"`` for each of ``TEACHER_INPUT_KEYS`` that differs."""
+  return [f"{key}: teacher {_lookup(teacher_config, key)!r}, student {_lookup(config, key)!r}"
+          for key in TEACHER_INPUT_KEYS if _lookup(teacher_config, key) != _lookup(config, key)]
+
+
 def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
                         ) -> tuple[nn.Module, dict[str, Any]]:
   """The teacher model and its variables (params, batch_stats), replicated over the mesh.
@@ -60,6 +77,12 @@ def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
         "(config.stage='teacher' or 'all') or point config.teacher_workdir at a run that has one.")
   teacher_config = (run_config.load_run_config(teacher_root) if config.teacher_workdir
                     else config)
+  differences = teacher_input_differences(teacher_config, config)
+  if differences:
+    raise ValueError(
+        f"The teacher of {teacher_root} was trained on other inputs than this student feeds it "
+        f"({'; '.join(differences)}). Train the student with the teacher's values (e.g. "
+        f"--config.image_size=...) or train a teacher for these inputs.")
   model, _, _, init_fn = teacher.build(teacher_config)
   checkpoints = checkpoint.StageCheckpoints(teacher_dir, read_only=True)
   abstract, _ = state.abstract_state(init_fn, mesh)
