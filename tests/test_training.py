@@ -2,14 +2,17 @@
 
 import glob
 import json
+import logging
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from configs import default
-from kdpose import checkpoint, trainers
+from kdpose import checkpoint, sharding, trainers
+from kdpose import state as state_lib
 from kdpose.data import pipeline
 
 
@@ -180,3 +183,84 @@ def test_final_evaluation_reports_all_views_and_saves_pairable_predictions(tiny_
   paired = evaluation.compare_predictions(saved, fresh, ("saved", "fresh"))
   assert paired["mean"]["acc30"]["diff"] == {"point": 0.0, "low": 0.0, "high": 0.0}
   assert abs(paired["mean"]["med_err"]["diff"]["point"]) < 1e-3
+
+
+def _truncate(step_dir):
+  """Cuts the step's array data (the OCDBT data files of its ``state`` item) in half."""
+  files = glob.glob(os.path.join(step_dir, "state", "d", "*"))
+  assert files, f"no OCDBT data files in {step_dir}/state/d: has orbax's layout changed?"
+  for path in files:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _delete_meta(step_dir):
+  shutil.rmtree(os.path.join(step_dir, "meta"))
+
+
+def _garbage(step_dir):
+  """Overwrites the step's array data with random bytes of the same length."""
+  files = glob.glob(os.path.join(step_dir, "state", "d", "*"))
+  assert files, f"no OCDBT data files in {step_dir}/state/d: has orbax's layout changed?"
+  for path in files:
+    with open(path, "wb") as f:
+      f.write(np.random.default_rng(0).bytes(os.path.getsize(path)))
+
+
+def _copy_teacher_run(tiny_run, destination):
+  """The tiny run's config.json and teacher checkpoints (steps 2 and 4) in ``destination``."""
+  os.makedirs(destination)
+  shutil.copy(os.path.join(tiny_run[0], "config.json"), destination)
+  shutil.copytree(os.path.join(tiny_run[0], "teacher", "checkpoints"),
+                  os.path.join(destination, "teacher", "checkpoints"))
+  return os.path.join(destination, "teacher", "checkpoints")
+
+
+def _teacher_abstract(data_dir):
+  from kdpose.trainers import teacher
+  init_fn = teacher.build(_config(data_dir))[3]
+  return state_lib.abstract_state(init_fn, sharding.make_mesh())[0]
+
+
+@pytest.mark.parametrize("damage", [_truncate, _delete_meta, _garbage])
+def test_damaged_latest_checkpoint_falls_back_to_the_step_before(data_dir, tiny_run, tmp_path,
+                                                                 damage, caplog):
+  ckpt_dir = _copy_teacher_run(tiny_run, str(tmp_path / "run"))
+  damage(os.path.join(ckpt_dir, "4"))
+  checkpoints = checkpoint.StageCheckpoints(ckpt_dir, read_only=True)
+  with caplog.at_level(logging.WARNING):
+    restored, meta = checkpoints.restore(_teacher_abstract(data_dir))
+  checkpoints.close()
+  assert int(restored.step) == 2 and meta == {"stage": "teacher", "step": 2}
+  assert f"Checkpoint {ckpt_dir}/4 is damaged" in caplog.text
+
+
+def test_resume_sets_a_damaged_checkpoint_aside_and_trains_its_steps_again(data_dir, tiny_run,
+                                                                          tmp_path):
+  workdir = str(tmp_path / "run")
+  ckpt_dir = _copy_teacher_run(tiny_run, workdir)
+  _truncate(os.path.join(ckpt_dir, "4"))
+  config = _config(data_dir)
+  config.stage = "teacher"
+  trainers.run(config, workdir)
+  assert len(glob.glob(os.path.join(ckpt_dir, "4.damaged-*"))) == 1
+  import orbax.checkpoint as ocp
+  a = ocp.PyTreeCheckpointer().restore(_params(tiny_run[0], "teacher")[1])
+  b = ocp.PyTreeCheckpointer().restore(_params(workdir, "teacher")[1])
+  jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tiny_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  ckpt_dir = _copy_teacher_run(tiny_run, workdir)
+  _garbage(os.path.join(ckpt_dir, "4"))
+  _truncate(os.path.join(ckpt_dir, "2"))
+  checkpoints = checkpoint.StageCheckpoints(ckpt_dir, read_only=True)
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=r"No checkpoint in .* reads back "
+                     r"\(step 4: .*; step 2: .*\)\. Refusing to start over"):
+    checkpoints.restore(_teacher_abstract(data_dir))
+  checkpoints.close()
+  config = _config(data_dir)
+  config.stage = "teacher"
+  with pytest.raises(checkpoint.DamagedCheckpointError, match="Refusing to start over"):
+    trainers.run(config, workdir)
+  assert sorted(os.listdir(ckpt_dir)) == ["2", "4"]

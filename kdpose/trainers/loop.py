@@ -108,8 +108,10 @@ def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh
 
 
 def _restore_or_init(stage: Stage, seed: int, mesh: Mesh, checkpoints: checkpoint.StageCheckpoints):
-  """Resume order: this stage's latest checkpoint in the workdir, else a fresh init (with the
-  pretrained encoder weights, if the model config names them)."""
+  """Resume order: this stage's latest checkpoint in the workdir that reads back (damaged ones
+  after it are set aside), else, only where it has none, a fresh init (with the pretrained
+  encoder weights, if the model config names them). Checkpoints none of which reads back are an
+  error (``checkpoint.DamagedCheckpointError``), never a fresh start over them."""
   if checkpoints.latest_step() is None:
     state = state_lib.create_sharded_state(stage.init_fn, jax.random.key(seed), mesh)[0]
     return state_lib.with_pretrained_encoder(state, stage.config.model)
