@@ -34,8 +34,13 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   _set_up_process()
   from kdpose import trainers  # after the process set-up
+  from kdpose.trainers import preemption
 
-  trainers.run(FLAGS.config, FLAGS.workdir)
+  try:
+    trainers.run(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted as stopped:
+    # Exit status 0: the step is saved; a scheduler that requeues the job resumes it.
+    logging.warning("%s", stopped)
 
 
 if __name__ == "__main__":

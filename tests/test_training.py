@@ -5,6 +5,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import time
 
 import jax
 import numpy as np
@@ -14,6 +16,8 @@ from configs import default
 from kdpose import checkpoint, sharding, trainers
 from kdpose import state as state_lib
 from kdpose.data import pipeline
+from kdpose.trainers import preemption
+from kdpose.trainers import progress as progress_lib
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +96,45 @@ def test_killed_run_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkey
   a = ocp.PyTreeCheckpointer().restore(_params(straight, "teacher")[1])
   b = ocp.PyTreeCheckpointer().restore(_params(interrupted, "teacher")[1])
   jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+
+
+def _not_caught(number, frame):
+  raise RuntimeError(f"{signal.Signals(number).name} reached the test: training did not catch it")
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_ends_bit_identically(
+    data_dir, tiny_run, tmp_path, monkeypatch):
+  config = _config(data_dir)
+  config.stage = "teacher"
+  workdir = str(tmp_path / "preempted")
+  original = progress_lib.StageProgress.__call__
+  sent = []
+
+  def terminating(self, step):  # the scheduler's SIGTERM comes during step 3 (not a save step)
+    if step == 3 and not sent:
+      sent.append(time.monotonic())
+      os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, step)
+
+  monkeypatch.setattr(progress_lib.StageProgress, "__call__", terminating)
+  before = signal.signal(signal.SIGTERM, _not_caught)
+  try:
+    with pytest.raises(preemption.Preempted, match="stopped by SIGTERM after saving step 3"):
+      trainers.run(config, workdir)
+    seconds = time.monotonic() - sent[0]
+    assert signal.getsignal(signal.SIGTERM) is _not_caught  # the handler from before is back
+  finally:
+    signal.signal(signal.SIGTERM, before)
+  saved = _params(workdir, "teacher")[0]
+  print(f"SIGTERM -> Preempted out of trainers.run: {seconds:.2f} s; steps lost: {3 - saved}")
+  assert saved == 3
+  monkeypatch.undo()
+  trainers.run(config, workdir)
+  import orbax.checkpoint as ocp
+  a = ocp.PyTreeCheckpointer().restore(_params(tiny_run[0], "teacher")[1])
+  b = ocp.PyTreeCheckpointer().restore(_params(workdir, "teacher")[1])
+  jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+  jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
 
 
 def test_non_finite_loss_stops_with_the_step_and_saves_nothing_after(data_dir, tmp_path):

@@ -18,7 +18,7 @@ from ml_collections import ConfigDict
 from kdpose import checkpoint, intervals, metrics, plots, sharding
 from kdpose import state as state_lib
 from kdpose.data import pipeline, registry
-from kdpose.trainers import evaluation, inputs
+from kdpose.trainers import evaluation, inputs, preemption
 from kdpose.trainers import progress as progress_lib
 
 
@@ -123,7 +123,11 @@ def _restore_or_init(stage: Stage, seed: int, mesh: Mesh, checkpoints: checkpoin
 
 def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
           ) -> state_lib.TrainState:
-  """Trains ``stage`` to ``stage.config.num_steps``, resuming from its own checkpoints."""
+  """Trains ``stage`` to ``stage.config.num_steps``, resuming from its own checkpoints.
+
+  Raises ``preemption.Preempted`` after SIGTERM or SIGINT, once the step it came during (or the
+  next) is saved.
+  """
   cfg = stage.config
   checkpoints = checkpoint.StageCheckpoints(os.path.join(workdir, stage.name, "checkpoints"),
                                             max_to_keep=cfg.max_to_keep)
@@ -142,25 +146,29 @@ def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
   progress = progress_lib.StageProgress(stage.name, cfg.num_steps, stage.later_steps,
                                        writer.write_scalars)
   step_rng, pending = jax.random.key(seed + 1000), []
-  try:
-    for step in range(start + 1, cfg.num_steps + 1):
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = sharding.host_to_global(next(batches), mesh)
-        state, step_metrics = stage.train_step(state, batch, step_rng)
-      pending.append((step, step_metrics))
-      progress(step)
-      last = step == cfg.num_steps
-      if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
-        _flush_metrics(pending, writer, stage, checkpoints)
-      if step % cfg.checkpoint_every == 0 or last:
-        checkpoints.save(step, state, {"stage": stage.name, "step": step})
-      if cfg.eval_every and step % cfg.eval_every == 0 and not last:
-        evaluate(stage, state, workdir, mesh, writer, [config.dataset.eval_splits[0]],
-                 config.eval_batch_size)
-  finally:
-    loader.close()
-    checkpoints.close()
-    writer.flush()
+  with preemption.StopSignals() as signals:
+    try:
+      for step in range(start + 1, cfg.num_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = sharding.host_to_global(next(batches), mesh)
+          state, step_metrics = stage.train_step(state, batch, step_rng)
+        pending.append((step, step_metrics))
+        progress(step)
+        stop = signals.stop_requested()
+        save = step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stop
+        if save or step % cfg.log_every == 0:
+          _flush_metrics(pending, writer, stage, checkpoints)
+        if save:
+          checkpoints.save(step, state, {"stage": stage.name, "step": step})
+        if stop:
+          raise preemption.Preempted(stage.name, step, signals.cause())
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.num_steps:
+          evaluate(stage, state, workdir, mesh, writer, [config.dataset.eval_splits[0]],
+                   config.eval_batch_size)
+    finally:
+      loader.close()
+      checkpoints.close()  # waits for the last save (also the one of a preempted step)
+      writer.flush()
   return state
 
 
