@@ -43,6 +43,9 @@ def base_config(model_size: str = "small") -> ml_collections.ConfigDict:
   config.num_points = 1024  # points per example fed to the teacher's shape encoder.
   config.eval_batch_size = 128
   config.flip_test = False  # evaluation: also predict on mirrored crops, keep the more confident.
+  # A resumed run refuses a config that changes its result (run_config.record_config) unless
+  # this is set; the change is then recorded in the workdir's config_changes.jsonl.
+  config.allow_config_change = False
 
   config.dataset = ml_collections.ConfigDict(dict(
       name="synthetic_views",

@@ -51,6 +51,16 @@ def layout_differences(saved: Any, abstract_state: Any) -> list[str]:
           + [f"{k}: saved, not in the model" for k in sorted(saved.keys() - wanted.keys())])
 
 
+def has_steps(directory: str) -> bool:
+  """Whether ``directory`` holds a complete checkpoint step (readable or not)."""
+  if not os.path.isdir(directory):
+    return False
+  checkpoints = StageCheckpoints(directory, read_only=True)
+  steps = checkpoints.all_steps()
+  checkpoints.close()
+  return bool(steps)
+
+
 class StageCheckpoints:
   """The checkpoints of one training stage in ``directory``."""
 

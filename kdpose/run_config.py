@@ -1,13 +1,30 @@
-"""A run's config on disk: ``workdir/config.json``, what evaluation and export rebuild from."""
+"""A run's config on disk: ``workdir/config.json``, what evaluation and export rebuild from.
+
+A resumed run must go on computing what it started computing: ``record_config`` refuses a
+launch whose config changes the result, unless ``allow_config_change`` (then the change is
+appended to ``workdir/config_changes.jsonl``).
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
 import os
+from typing import Any
 
 import ml_collections
 
 CONFIG_FILE = "config.json"
+CHANGES_FILE = "config_changes.jsonl"
+# Keys a resumed run may change: how often it logs, evaluates and saves, how many checkpoints
+# it keeps, where its data lives, the size of evaluation batches (every record is evaluated
+# once whatever it is), which stages this launch runs, and the switch itself.
+FREE_KEYS = frozenset(
+    [f"{stage}.{key}" for stage in ("teacher", "student")
+     for key in ("log_every", "eval_every", "checkpoint_every", "max_to_keep")]
+    + ["dataset.data_dir", "dataset.manual_dir", "eval_batch_size", "stage",
+       "allow_config_change"])
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -29,3 +46,56 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
       return ml_collections.ConfigDict(json.load(f))
   except json.JSONDecodeError as error:
     raise ValueError(f"{path} is not valid JSON ({error}).") from error
+
+
+def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Dotted key -> value of every leaf, in JSON form (tuples as lists)."""
+  def walk(tree, prefix):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        yield from walk(value, f"{prefix}{key}.")
+      else:
+        yield f"{prefix}{key}", value
+  return dict(walk(json.loads(config.to_json_best_effort()), ""))
+
+
+def config_changes(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict
+                   ) -> dict[str, tuple[Any, Any]]:
+  """Dotted key -> (saved, new) value for each key of both configs (``FREE_KEYS`` aside) whose
+  value differs. Keys only one of them has (added or dropped by the code since) are not
+  compared: ``record_config`` logs them."""
+  old, new = _flat(saved), _flat(config)
+  return {key: (old[key], new[key]) for key in sorted(old.keys() & new.keys())
+          if key not in FREE_KEYS and old[key] != new[key]}
+
+
+def record_config(config: ml_collections.ConfigDict, workdir: str, *, resuming: bool,
+                  write: bool = True) -> None:
+  """Saves ``workdir/config.json``; on a resume (``resuming``: the workdir has checkpoints),
+  first compares ``config`` with the saved one.
+
+  A change of what the run computes is refused with a ValueError naming each key (old -> new),
+  unless ``config.allow_config_change``: then it is appended to ``workdir/config_changes.jsonl``
+  (a line: time, key -> [old, new]). Every process checks; only the one with ``write`` writes.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if resuming and os.path.isfile(path):
+    saved = load_run_config(workdir)
+    unmatched = sorted(_flat(saved).keys() ^ _flat(config).keys())
+    if unmatched:
+      logging.warning("%s and this config differ in which keys they have (not compared): %s",
+                      path, unmatched)
+    changes = config_changes(saved, config)
+    listing = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+    if changes and not config.get("allow_config_change", False):
+      raise ValueError(
+          f"{path}: resuming this run with another config would change its result ({listing}). "
+          "Rerun with the saved values, use a new --workdir, or pass --config.allow_config_change"
+          f"=True to go on with the change (recorded in {CHANGES_FILE}).")
+    if changes and write:
+      logging.warning("%s: the run goes on with a changed config: %s", path, listing)
+      with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
+        f.write(json.dumps({"time": datetime.datetime.now().astimezone().isoformat(),
+                            "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
+  if write:
+    save_config(config, workdir)

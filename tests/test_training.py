@@ -63,6 +63,18 @@ def test_tiny_run_trains_both_stages_and_reports(data_dir, tiny_run):
   assert again == json.loads(json.dumps(reports))
 
 
+def test_resume_refuses_a_config_that_changes_the_result(data_dir, tiny_run):
+  workdir, _ = tiny_run
+  with open(os.path.join(workdir, "config.json")) as f:
+    before = f.read()
+  config = _config(data_dir)
+  config.student.ckd_temperature = 0.2
+  with pytest.raises(ValueError, match=r"student.ckd_temperature: 0.1 -> 0.2"):
+    trainers.run(config, workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert f.read() == before
+
+
 def test_training_excludes_novel_categories(data_dir):
   from kdpose.trainers import inputs
   config = _config(data_dir)

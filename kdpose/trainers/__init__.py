@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import jax
 from ml_collections import ConfigDict
 
-from kdpose import run_config, sharding
+from kdpose import checkpoint, run_config, sharding
 from kdpose.trainers import inputs, loop, student, teacher
 
 STAGES = ("teacher", "student")
@@ -28,8 +29,9 @@ def run(config: ConfigDict, workdir: str) -> dict[str, dict[str, dict]]:
   for name in _stages(config):
     sharding.host_batch_size(config[name].batch_size, mesh)
   sharding.host_batch_size(config.eval_batch_size, mesh)
-  if jax.process_index() == 0:
-    run_config.save_config(config, workdir)
+  resuming = any(checkpoint.has_steps(os.path.join(workdir, name, "checkpoints"))
+                 for name in STAGES)
+  run_config.record_config(config, workdir, resuming=resuming, write=jax.process_index() == 0)
   train_data, eval_data = inputs.load_data(config)
   logging.info("Training on %d records (%d categories); evaluating on %s.",
                len(train_data.indices), len(set(train_data.categories)),
