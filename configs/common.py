@@ -28,6 +28,9 @@ def _stage(model, batch_size: int, num_steps: int) -> ml_collections.ConfigDict:
       model=model, batch_size=batch_size, num_steps=num_steps, optimizer=optimizer(),
       log_every=50, eval_every=0,  # 0 = evaluate only at the end of the stage.
       checkpoint_every=200, max_to_keep=2,
+      # Skip updates whose gradient is not finite (optax.apply_if_finite; counted in the metric
+      # skipped_updates) instead of stopping at the first non-finite loss.
+      skip_nonfinite=False,
   ))
 
 

@@ -12,6 +12,8 @@ from ml_collections import ConfigDict
 from kdpose.models import encoder_parts
 
 ENCODER = "image_encoder"  # the encoder's top-level name in the teacher's and student's params.
+# skip_nonfinite: non-finite updates in a row that are skipped; optax applies the ones after.
+MAX_CONSECUTIVE_SKIPS = 10
 
 
 def learning_rate_schedule(config: ConfigDict, num_steps: int) -> optax.Schedule:
@@ -65,14 +67,18 @@ def _fine_tuning(tx: optax.GradientTransformation, config: ConfigDict,
 
 
 def make_optimizer(config: ConfigDict, num_steps: int,
-                   model_config: Mapping[str, Any] | None = None
+                   model_config: Mapping[str, Any] | None = None, *, skip_nonfinite: bool = False
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optax transformation (``adam`` with L2 weight decay as the anchors, or ``adamw``) and its
   schedule. Build it once per stage: a second object is different static metadata under jit.
 
   ``model_config`` (the stage's model) sets the fine-tuning of a pretrained encoder: its frozen
   stages stay still and its other parameters learn at ``pretrained_lr_multiplier`` times the
-  learning rate (clipping, if any, still sees every gradient)."""
+  learning rate (clipping, if any, still sees every gradient).
+
+  ``skip_nonfinite`` (the stage config's) wraps it all in ``optax.apply_if_finite``: an update
+  with a non-finite gradient is skipped (see ``update_skipped``). Without it the optimizer
+  state is what it always was, so older checkpoints still restore."""
   schedule = learning_rate_schedule(config, num_steps)
   if config.name == "adam":
     # The anchors' Adam(weight_decay) adds an L2 term to the gradient before the moments.
@@ -84,4 +90,15 @@ def make_optimizer(config: ConfigDict, num_steps: int,
   tx = _fine_tuning(tx, config, model_config)
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if skip_nonfinite:
+    tx = optax.apply_if_finite(tx, MAX_CONSECUTIVE_SKIPS)
   return tx, schedule
+
+
+def update_skipped(opt_state: Any) -> jax.Array | None:
+  """Whether the update that produced ``opt_state`` was skipped for a non-finite gradient (bool
+  scalar), or None for an optimizer without ``skip_nonfinite``. After ``MAX_CONSECUTIVE_SKIPS``
+  skips in a row, optax applies the non-finite updates (and training stops on the loss)."""
+  if not isinstance(opt_state, optax.ApplyIfFiniteState):
+    return None
+  return ~opt_state.last_finite & (opt_state.notfinite_count <= MAX_CONSECUTIVE_SKIPS)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdpose import augment, geometry, inference, losses
+from kdpose import augment, geometry, inference, losses, optimizers
 from kdpose.models import heads
 from kdpose.state import TrainState
 
@@ -98,10 +98,18 @@ def _pose_metrics(pose, viewpoint: jax.Array, symmetry: jax.Array, bin_size: flo
 
 
 def _apply_gradients(state: TrainState, grads, batch_stats, tx: optax.GradientTransformation
-                     ) -> TrainState:
+                     ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """The state after the update, and with ``skip_nonfinite`` the metric ``skipped_updates``
+  (1.0 where a non-finite gradient's update was skipped: then the parameters and the BatchNorm
+  statistics stay as they were; the step still counts, so the next batch is the next one)."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  skipped, metrics = optimizers.update_skipped(opt_state), {}
+  if skipped is not None:
+    batch_stats = jax.tree.map(lambda new, old: jnp.where(skipped, old, new), batch_stats,
+                               state.batch_stats)
+    metrics["skipped_updates"] = skipped.astype(jnp.float32)
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       batch_stats=batch_stats, opt_state=opt_state)
+                       batch_stats=batch_stats, opt_state=opt_state), metrics
 
 
 def teacher_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
@@ -135,7 +143,8 @@ def teacher_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
       state.params)
   metrics = {"loss": loss, **terms, **_pose_metrics(pose, viewpoints, symmetry, options.bin_size),
              "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
-  return _apply_gradients(state, grads, batch_stats, tx), metrics
+  state, update_metrics = _apply_gradients(state, grads, batch_stats, tx)
+  return state, {**metrics, **update_metrics}
 
 
 def _dropout(rng: jax.Array, x: jax.Array, rate: float) -> jax.Array:
@@ -213,7 +222,8 @@ def student_train_step(state: TrainState, teacher_variables: dict[str, Any],
   if distill:
     metrics["kd/retrieval_acc"] = _retrieval_accuracy(outputs["embedding"],
                                                       teacher_out["embedding"])
-  return _apply_gradients(state, grads, batch_stats, tx), metrics
+  state, update_metrics = _apply_gradients(state, grads, batch_stats, tx)
+  return state, {**metrics, **update_metrics}
 
 
 def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: nn.Module,

@@ -211,3 +211,28 @@ def test_checkpoint_round_trip_and_incomplete_step_is_ignored(tmp_path):
   assert meta == {"stage": "teacher"} and int(restored.step) == 5
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                train_state.params, restored.params)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_skip_nonfinite_keeps_the_state_of_a_nan_update_and_only_then_changes_the_optimizer(skip):
+  from kdpose import optimizers
+
+  cfg = _config().teacher
+  tx, _ = optimizers.make_optimizer(cfg.optimizer, cfg.num_steps, cfg.model, skip_nonfinite=skip)
+  plain, _ = optimizers.make_optimizer(cfg.optimizer, cfg.num_steps, cfg.model)
+  params = {"w": jnp.ones(3)}
+  before = state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            batch_stats={"mean": jnp.zeros(3)}, opt_state=tx.init(params))
+  assert (jax.tree.structure(before.opt_state) == jax.tree.structure(plain.init(params))) != skip
+  nan = jnp.full(3, jnp.nan)
+  after, metrics = steps._apply_gradients(before, {"w": nan}, {"mean": nan}, tx)
+  assert int(after.step) == 1
+  if not skip:
+    assert metrics == {} and np.isnan(after.params["w"]).all()
+    return
+  assert float(metrics["skipped_updates"]) == 1.0
+  np.testing.assert_array_equal(after.params["w"], 1.0)
+  np.testing.assert_array_equal(after.batch_stats["mean"], 0.0)
+  after, metrics = steps._apply_gradients(after, {"w": jnp.ones(3)}, {"mean": jnp.ones(3)}, tx)
+  assert float(metrics["skipped_updates"]) == 0.0 and (after.params["w"] < 1.0).all()
+  np.testing.assert_array_equal(after.batch_stats["mean"], 1.0)

@@ -1,9 +1,11 @@
 """End to end: the tiny config trains both stages, writes checkpoints, logs, reports; resumes."""
 
 import glob
+import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -159,6 +161,37 @@ def test_non_finite_loss_stops_with_the_step_and_saves_nothing_after(data_dir, t
   ckpt_dir = os.path.join(workdir, "teacher", "checkpoints")
   steps = checkpoint.StageCheckpoints(ckpt_dir, read_only=True).all_steps()
   assert 4 not in steps
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_a_nan_batch_is_skipped_with_skip_nonfinite_else_stops_the_run(data_dir, tmp_path,
+                                                                       monkeypatch, caplog, skip):
+  config = _config(data_dir)
+  config.stage, config.teacher.skip_nonfinite = "teacher", skip
+  original, calls = pipeline.BatchLoader._load, itertools.count(1)
+
+  def poisoned_load(self, positions):  # one training batch gets NaN points: a NaN loss
+    poisoned = next(calls) == 3  # (loads run in threads: count before loading)
+    batch = original(self, positions)
+    if poisoned:
+      batch["points"] = np.full_like(batch["points"], np.nan)
+    return batch
+
+  monkeypatch.setattr(pipeline.BatchLoader, "_load", poisoned_load)
+  workdir = str(tmp_path / "run")
+  if not skip:
+    with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step \d"):
+      trainers.run(config, workdir)
+    return
+  with caplog.at_level(logging.WARNING):
+    trainers.run(config, workdir)
+  assert len(re.findall(r"teacher stage: step \d skipped its update \(loss nan", caplog.text)) == 1
+  step, path = _params(workdir, "teacher")
+  import orbax.checkpoint as ocp
+  saved = ocp.PyTreeCheckpointer().restore(path)
+  assert step == 4 and int(saved["opt_state"]["total_notfinite"]) == 1
+  for leaf in jax.tree.leaves({k: saved[k] for k in ("params", "batch_stats")}):
+    assert np.isfinite(leaf).all()
 
 
 def test_student_without_teacher_fails_clearly(data_dir, tmp_path):

@@ -52,23 +52,32 @@ def _scalar_name(key: str) -> str:
 
 
 def _check_finite(history: list[tuple[int, dict]], stage: str, latest_checkpoint: int | None):
-  """Raises naming the first step whose loss is not finite."""
+  """Raises naming the first step whose loss is not finite and whose update went in; warns
+  about each step whose update was skipped (stage config ``skip_nonfinite``)."""
   for step, values in history:
-    if not np.isfinite(values["loss"]):
+    if values.get("skipped_updates"):
+      logging.warning("%s stage: step %d skipped its update (loss %s, a non-finite gradient).",
+                      stage, step, values["loss"])
+    elif not np.isfinite(values["loss"]):
       raise FloatingPointError(
           f"{stage} stage: non-finite loss {values['loss']} at step {step}. Nothing after it was "
-          f"saved; the last checkpoint is step {latest_checkpoint}. Lower the learning rate or "
-          "check the input data.")
+          f"saved; the last checkpoint is step {latest_checkpoint}. Lower the learning rate, "
+          "check the input data, or skip such updates (skip_nonfinite=True in the stage config).")
 
 
 def _flush_metrics(pending: list[tuple[int, Any]], writer, stage: Stage,
                    checkpoints: checkpoint.StageCheckpoints) -> None:
-  """Fetches the pending step metrics, checks them, writes their mean."""
+  """Fetches the pending step metrics, checks them, writes their mean over the steps whose
+  update went in (and the number of skipped updates)."""
   if not pending:
     return
   history = [(step, jax.device_get(values)) for step, values in pending]
   _check_finite(history, stage.name, checkpoints.latest_step())
-  means = {_scalar_name(k): float(np.mean([v[k] for _, v in history])) for k in history[0][1]}
+  values = [v for _, v in history]
+  applied = [v for v in values if not v.get("skipped_updates")] or values
+  means = {_scalar_name(k): float(np.mean([v[k] for v in applied])) for k in values[0]}
+  if "skipped_updates" in values[0]:
+    means["train/skipped_updates"] = float(sum(v["skipped_updates"] for v in values))
   writer.write_scalars(history[-1][0], means)
   pending.clear()
 

@@ -26,7 +26,8 @@ def build(config: ConfigDict):
   """The teacher model, its optimizer and schedule, and its state's init function."""
   cfg = config.teacher
   model = models.build_teacher(cfg.model, config.bin_size)
-  tx, schedule = optimizers.make_optimizer(cfg.optimizer, cfg.num_steps, cfg.model)
+  tx, schedule = optimizers.make_optimizer(  # runs saved before skip_nonfinite: off.
+      cfg.optimizer, cfg.num_steps, cfg.model, skip_nonfinite=cfg.get("skip_nonfinite", False))
   example = (jnp.zeros((1, config.image_size, config.image_size, 3)),
              jnp.zeros((1, config.num_points, 3)))
   init_fn = functools.partial(state.init_train_state, model=model, tx=tx, example_inputs=example)
