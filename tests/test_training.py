@@ -85,6 +85,16 @@ def test_training_excludes_novel_categories(data_dir):
   assert set(evals["test"].categories) & set(train.novel_categories)
 
 
+def test_more_points_than_the_dataset_stores_is_refused_naming_it(data_dir):
+  from kdpose.trainers import inputs
+  config = _config(data_dir)
+  stored = inputs.load_data(config)[0].num_points
+  config.num_points = stored + 1
+  with pytest.raises(ValueError, match=f"config.num_points={stored + 1}, but dataset "
+                     rf"synthetic_views \(synthetic_views/tiny/.*\) stores {stored} points"):
+    inputs.load_data(config)
+
+
 def test_killed_run_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkeypatch):
   config = _config(data_dir)
   config.stage = "teacher"

@@ -9,34 +9,26 @@ import os
 import jax
 from ml_collections import ConfigDict
 
-from kdpose import checkpoint, run_config, sharding
+from kdpose import checkpoint, config_checks, run_config, sharding
 from kdpose.trainers import inputs, loop, student, teacher
-
-STAGES = ("teacher", "student")
-
-
-def _stages(config: ConfigDict) -> list[str]:
-  if config.stage == "all":
-    return list(STAGES)
-  if config.stage not in STAGES:
-    raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES} or 'all'.")
-  return [config.stage]
 
 
 def run(config: ConfigDict, workdir: str) -> dict[str, dict[str, dict]]:
-  """Runs the configured stages in ``workdir``; returns stage -> split -> viewpoint report."""
+  """Runs the configured stages in ``workdir``; returns stage -> split -> viewpoint report.
+
+  The config's values and the workdir are checked first (``config_checks``), then the config
+  against the one of a run being resumed (``run_config.record_config``)."""
   mesh = sharding.make_mesh()
-  for name in _stages(config):
-    sharding.host_batch_size(config[name].batch_size, mesh)
-  sharding.host_batch_size(config.eval_batch_size, mesh)
+  config_checks.validate(config, mesh)
+  config_checks.check_workdir(workdir)
   resuming = any(checkpoint.has_steps(os.path.join(workdir, name, "checkpoints"))
-                 for name in STAGES)
+                 for name in config_checks.STAGES)
   run_config.record_config(config, workdir, resuming=resuming, write=jax.process_index() == 0)
   train_data, eval_data = inputs.load_data(config)
   logging.info("Training on %d records (%d categories); evaluating on %s.",
                len(train_data.indices), len(set(train_data.categories)),
                {s: len(d.indices) for s, d in eval_data.items()})
-  reports, names = {}, _stages(config)
+  reports, names = {}, config_checks.stages(config)
   for index, name in enumerate(names):
     if name == "teacher":
       stage = teacher.make_stage(config, mesh, train_data, eval_data)

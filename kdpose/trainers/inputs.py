@@ -12,13 +12,19 @@ from kdpose.data import pipeline, registry
 
 def load_data(config: ConfigDict) -> tuple[pipeline.SplitData, dict[str, pipeline.SplitData]]:
   """Builds the dataset if needed; returns the training split (novel categories dropped when
-  ``dataset.exclude_novel``) and the evaluation splits by name."""
+  ``dataset.exclude_novel``) and the evaluation splits by name. Fails when ``config.num_points``
+  asks for more points than the dataset stores."""
   dataset = config.dataset
   builder = registry.prepare(dataset)
   novel = list((builder.info.metadata or {}).get("novel_categories", []))
   train = pipeline.load_split(builder, dataset.train_split, dataset,
                               exclude_categories=novel if dataset.exclude_novel else (),
                               filters=dataset.train_filter)
+  if config.num_points > train.num_points:
+    raise ValueError(
+        f"config.num_points={config.num_points}, but dataset {dataset.name} "
+        f"({builder.info.full_name}) stores {train.num_points} points per example: choose at "
+        f"most {train.num_points}.")
   return train, eval_splits(builder, dataset, dataset.eval_splits)
 
 
