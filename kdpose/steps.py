@@ -38,6 +38,9 @@ class StepOptions:
       pose feature (False: no projector between the contrastive and the pose objectives).
     flip_test: evaluation also predicts on mirrored crops and keeps, per sample, the one with
       the more confident azimuth bin.
+    align_stop_gradient: the teacher's alignment term moves only the image side (the fused
+      embedding is its fixed target), so it cannot pull the fused embedding towards what the
+      image alone predicts.
   """
 
   image_size: int
@@ -51,6 +54,7 @@ class StepOptions:
   pose_aware: bool = False
   ckd_projector: bool = True
   flip_test: bool = False
+  align_stop_gradient: bool = False
 
   def weight(self, name: str) -> float:
     return dict(self.weights).get(name, 0.0)
@@ -112,14 +116,33 @@ def _apply_gradients(state: TrainState, grads, batch_stats, tx: optax.GradientTr
                        batch_stats=batch_stats, opt_state=opt_state), metrics
 
 
+def teacher_objective(outputs, viewpoints: jax.Array, symmetry: jax.Array, options: StepOptions
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Stage 1's loss on the teacher's outputs: pose + align_weight * InfoNCE(image projector
+  embedding, fused embedding), and its terms. The alignment trains both embeddings unless
+  ``options.align_stop_gradient``."""
+  pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size, symmetry)
+  terms["pose"] = pose
+  loss = pose
+  if options.weight("align"):
+    fused = outputs["embedding"]
+    if options.align_stop_gradient:
+      fused = jax.lax.stop_gradient(fused)
+    terms["align"] = losses.info_nce(outputs["image_embedding"], fused,
+                                     options.temperature("align"))
+    loss = loss + options.weight("align") * terms["align"]
+  return loss, terms
+
+
 def teacher_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                        model: nn.Module, tx: optax.GradientTransformation,
                        schedule: optax.Schedule, options: StepOptions
                        ) -> tuple[TrainState, dict[str, jax.Array]]:
   """Stage 1: pose loss + align_weight * InfoNCE(image projector embedding, fused embedding).
 
-  The alignment term pulls both sides together: making the fused embedding predictable from the
-  image alone is what the student must later do.
+  By default the alignment term pulls both sides together (making the fused embedding
+  predictable from the image alone is what the student must later do); with
+  ``align_stop_gradient`` only the image side moves.
   """
   rng = jax.random.fold_in(rng, state.step)
   inputs_rng, dropout_rng = jax.random.split(rng)
@@ -130,13 +153,7 @@ def teacher_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.
     outputs, updated = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, images, points, train=True,
         mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    pose, terms = losses.pose_loss(outputs["pose"], viewpoints, options.bin_size, symmetry)
-    terms["pose"] = pose
-    loss = pose
-    if options.weight("align"):
-      terms["align"] = losses.info_nce(outputs["image_embedding"], outputs["embedding"],
-                                       options.temperature("align"))
-      loss = loss + options.weight("align") * terms["align"]
+    loss, terms = teacher_objective(outputs, viewpoints, symmetry, options)
     return loss, (terms, updated["batch_stats"], outputs["pose"])
 
   (loss, (terms, batch_stats, pose)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -36,14 +36,19 @@ def test_shipped_config_builds_its_models(name, arg):
   assert out["embedding"].shape == (2, config.student.model.embedding_dim)
 
 
-def test_pretrained_variant_puts_lite0_under_both_stages():
+def test_the_default_is_the_pretrained_recipe_and_tiny_is_not():
   from configs import default
 
-  config = default.get_config("pretrained")
-  assert config.image_size == 128
+  config = default.get_config()
+  assert config.to_dict() == default.get_config("pretrained").to_dict()
+  assert (config.image_size, config.num_points) == (128, 256)
   for stage in ("teacher", "student"):
-    assert config[stage].model.image_encoder == "efficientnet_lite0"
-    assert config[stage].model.pretrained == "package"
+    model = config[stage].model
+    assert (model.image_encoder, model.pretrained) == ("efficientnet_lite0", "package")
+    assert (model.pool_grid, model.frozen_stages, model.frozen_norm) == (2, 4, True)
+    assert config[stage].head_warmup.steps == (600 if stage == "teacher" else 1500)
+    tiny = default.get_config("tiny")[stage]
+    assert (tiny.model.pretrained, tiny.head_warmup.steps) == ("", 0)
   assert models.input_normalization(config.student.model)["std"] == [128 / 255] * 3
 
 

@@ -10,6 +10,7 @@ import pytest
 from configs import default
 from kdpose import geometry
 from kdpose.data import pipeline, registry
+from kdpose.trainers import frozen_features
 from tools import feature_probe
 
 
@@ -24,7 +25,7 @@ def tiny_dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_extractor():
   """A random tiny ResNet instead of Lite0: the same code path, a fraction of the time."""
-  return feature_probe.make_extractor("resnet_tiny", "", 32)
+  return frozen_features.make_extractor("resnet_tiny", "", 32)
 
 
 def _options(cache_dir, source_sets=("all",)):
@@ -110,9 +111,9 @@ def test_split_features_are_extracted_once_then_read_from_the_cache(tiny_dataset
     return tiny_extractor(images, boxes, flip)
 
   path = str(tmp_path / "test.npz")
-  first = feature_probe.split_features(data, path, counted, flip=True, batch_size=16)
+  first = frozen_features.split_features(data, path, counted, flip=True, batch_size=16)
   assert calls == [16, 16]  # 32 test records
-  again = feature_probe.split_features(data, path, counted, flip=True, batch_size=16)
+  again = frozen_features.split_features(data, path, counted, flip=True, batch_size=16)
   assert calls == [16, 16]
   assert sorted(first) == sorted(again) == ["category", "features", "flipped", "index",
                                             "shape_id", "symmetry", "viewpoint"]
@@ -149,12 +150,12 @@ def test_source_sets_are_compared_on_the_same_records(tiny_dataset, tiny_extract
 def test_grid_features_are_the_map_averaged_over_cells():
   images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
   boxes = np.array([[0, 0, 64, 64], [8, 4, 60, 50]], np.float32)
-  pooled = feature_probe.make_extractor("resnet_tiny", "", 64)(images, boxes, False)["features"]
-  cells = feature_probe.make_extractor("resnet_tiny", "", 64, grid=2)(images, boxes, False)
+  pooled = frozen_features.make_extractor("resnet_tiny", "", 64)(images, boxes, False)["features"]
+  cells = frozen_features.make_extractor("resnet_tiny", "", 64, grid=2)(images, boxes, False)
   cells = cells["features"].reshape(2, 4, -1)
   assert cells.shape[-1] == pooled.shape[-1]
   # Averaging the 2x2 cells gives the global pool back; the cells themselves differ.
   np.testing.assert_allclose(cells.mean(1), pooled, rtol=1e-4, atol=1e-5)
   assert np.abs(cells - cells.mean(1, keepdims=True)).max() > 1e-3
-  with pytest.raises(ValueError, match="grid 3 does not divide"):
-    feature_probe.make_extractor("resnet_tiny", "", 64, grid=3)(images, boxes, False)
+  with pytest.raises(ValueError, match="pool_grid=3 does not divide"):
+    frozen_features.make_extractor("resnet_tiny", "", 64, grid=3)(images, boxes, False)

@@ -1,5 +1,6 @@
 """Train/eval steps of both stages on tiny models: learning signals, frozen teacher, sharding."""
 
+import dataclasses
 import functools
 
 import jax
@@ -236,3 +237,29 @@ def test_skip_nonfinite_keeps_the_state_of_a_nan_update_and_only_then_changes_th
   after, metrics = steps._apply_gradients(after, {"w": jnp.ones(3)}, {"mean": jnp.ones(3)}, tx)
   assert float(metrics["skipped_updates"]) == 0.0 and (after.params["w"] < 1.0).all()
   np.testing.assert_array_equal(after.batch_stats["mean"], 1.0)
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_alignment_moves_the_fused_embedding_only_without_the_stop(stop):
+  rng = np.random.default_rng(0)
+  batch = _batch()
+  counts = geometry.num_bins(15.0)
+  pose = {key: tuple(jnp.asarray(rng.normal(size=(BATCH, c)), jnp.float32) for c in counts)
+          for key in ("logits", "offsets")}
+  fused = jnp.asarray(rng.normal(size=(BATCH, 8)), jnp.float32)
+  image = jnp.asarray(rng.normal(size=(BATCH, 8)), jnp.float32)
+  options = dataclasses.replace(teacher.step_options(_config()), align_stop_gradient=stop)
+
+  def loss(fused, image):
+    outputs = {"pose": pose, "embedding": fused, "image_embedding": image}
+    return steps.teacher_objective(outputs, batch["viewpoint"], batch["symmetry"], options)[0]
+
+  grad_fused, grad_image = jax.grad(loss, argnums=(0, 1))(fused, image)
+  # The pose terms do not depend on the embeddings here: only the alignment sends gradients.
+  assert (np.abs(grad_fused).max() == 0.0) == stop
+  assert np.abs(grad_image).max() > 1e-4
+  plain = dataclasses.replace(options, align_stop_gradient=False)
+  expected = jax.grad(lambda i: steps.teacher_objective(
+      {"pose": pose, "embedding": fused, "image_embedding": i}, batch["viewpoint"],
+      batch["symmetry"], plain)[0])(image)
+  np.testing.assert_allclose(grad_image, expected, rtol=1e-6)

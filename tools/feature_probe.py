@@ -29,7 +29,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -37,14 +37,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from kdpose import augment, geometry, intervals, losses, metrics, state
+from kdpose import geometry, intervals, losses, metrics, state
 from kdpose.data import mesh_sources, pipeline, registry
-from kdpose.models import get_image_encoder, pretrained
 from kdpose.models.heads import MLP, PoseHeads, decode_pose
 from kdpose.trainers import evaluation
+from kdpose.trainers.frozen_features import Extractor, cache_path, make_extractor, split_features
 
 FLAGS = flags.FLAGS
 
@@ -55,9 +55,6 @@ _PREFIX_SOURCES = {**{name: name for name in mesh_sources.SOURCES}, "0ad": "0ad"
                    "primitive": "primitives"}
 SOURCE_NAMES = (SWEETHOME3D, *sorted(set(_PREFIX_SOURCES.values())))
 ALL_SOURCES = "all"
-# Extractor(images uint8 [B, S, S, 3], boxes [B, 4] pixels, flip) -> {"features": [B, C]} (+
-# "flipped": [B, C], the mirrored crops' features, when flip).
-Extractor = Callable[[np.ndarray, np.ndarray, bool], dict[str, np.ndarray]]
 
 
 def default_options() -> ml_collections.ConfigDict:
@@ -94,78 +91,6 @@ def source_set(name: str) -> tuple[str, ...] | None:
     raise ValueError(f"Source set {name!r}: unknown sources {unknown}; known: {SOURCE_NAMES} "
                      f"(or {ALL_SOURCES!r}).")
   return sources
-
-
-def make_extractor(encoder: str, weights: str, image_size: int, grid: int = 1) -> Extractor:
-  """The frozen encoder ``encoder`` (``models.IMAGE_ENCODERS``) in inference mode, with the
-  weights ``weights`` names (``pretrained.load_encoder``; "" = random init, seed 0), jitted.
-  Features: ``[B, C]`` pooled, or with ``grid > 1`` the last map averaged over ``grid x grid``
-  cells, ``[B, grid * grid * C]`` (azimuth needs the spatial layout that pooling drops)."""
-  module = get_image_encoder(encoder)()
-  example = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  init = functools.partial(module.init, train=False)
-  variables = (pretrained.load_encoder(encoder, weights, jax.eval_shape(init, jax.random.key(0),
-                                                                        example))
-               if weights else jax.jit(init)(jax.random.key(0), example))
-
-  def features(variables, crops):
-    if grid == 1:
-      return module.apply(variables, crops, train=False)
-    _, fmap = module.apply(variables, crops, train=False, return_map=True)  # [B, h, w, C]
-    b, h, w, c = fmap.shape
-    if h % grid or w % grid:
-      raise ValueError(f"grid {grid} does not divide the {h}x{w} feature map.")
-    return fmap.reshape(b, grid, h // grid, grid, w // grid, c).mean((2, 4)).reshape(b, -1)
-
-  @functools.partial(jax.jit, static_argnames="flip")
-  def extract(variables, images, boxes, flip):
-    crops = augment.crop_images(images, boxes, image_size)
-    out = {"features": features(variables, crops)}
-    if flip:
-      out["flipped"] = features(variables, crops[:, :, ::-1])
-    return out
-
-  return lambda images, boxes, flip: jax.device_get(extract(variables, images, boxes, flip))
-
-
-def cache_path(cache_dir: str, dataset: ml_collections.ConfigDict, version: str, split: str,
-               options: ml_collections.ConfigDict, flip: bool) -> str:
-  """The cache file of ``split``'s features under ``options`` (encoder, weights, size)."""
-  weights = options.weights if options.weights in ("", "package") else os.path.splitext(
-      os.path.basename(options.weights))[0]
-  name = "-".join([dataset.name, dataset.config_name or "default", version, split,
-                   options.encoder, weights or "random", f"{options.image_size}px"]
-                  + ([f"grid{options.grid}"] if options.grid > 1 else []))
-  return os.path.join(cache_dir, name + ("-flip" if flip else "") + ".npz")
-
-
-def split_features(data: pipeline.SplitData, path: str, extract: Extractor, *, flip: bool,
-                   batch_size: int = 64) -> dict[str, np.ndarray]:
-  """Every record of ``data``: ``index [n]``, ``category [n]``, ``shape_id [n]``, ``viewpoint
-  [n, 3]`` (degrees), ``symmetry [n]`` (int codes), ``features [n, C]`` (+ ``flipped [n, C]``
-  when ``flip``), from ``path`` when it holds these records, else extracted and written there."""
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as saved:
-      cached = {key: saved[key] for key in saved.files}
-    if np.array_equal(cached["index"], data.indices):
-      return cached
-    logging.warning("%s holds other records than the split: extracting again.", path)
-  loader = pipeline.BatchLoader(data)
-  parts = []
-  try:
-    for batch in pipeline.eval_batches(loader, global_batch_size=batch_size):
-      out = extract(batch["image"], batch["box"], flip)
-      parts.append({**out, "viewpoint": batch["viewpoint"], "symmetry": batch["symmetry"]})
-  finally:
-    loader.close()
-  n = len(data.indices)
-  records = {key: np.concatenate([p[key] for p in parts])[:n] for key in parts[0]}
-  records |= {"index": data.indices, "category": data.categories, "shape_id": data.shape_ids}
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path + ".partial", "wb") as f:
-    np.savez(f, **records)
-  os.replace(path + ".partial", path)
-  return records
 
 
 def subset(records: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,8 +6,8 @@ and ``resnet50`` (the anchors' sizes, bfloat16).
 
 Every model config also takes the encoder fields of ``ENCODER_DEFAULTS``: ``pretrained`` ("" for
 random weights, ``package`` for the encoder's weight package, or a checkpoint path; read by
-``pretrained.load_encoder`` at the start of training, not by the module), ``frozen_stages`` and
-``frozen_norm`` (see ``encoder_parts``).
+``pretrained.load_encoder`` at the start of training, not by the module), ``frozen_stages``,
+``frozen_norm`` and ``pool_grid`` (see ``encoder_parts``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ __all__ = [
     "get_image_encoder", "input_normalization", "student_config", "teacher_config",
 ]
 
-# name -> constructor taking ``dtype=``, ``frozen_stages=``, ``frozen_norm=``; the module maps
-# images [batch, H, W, 3] RGB in [0, 1] -> [batch, C].
+# name -> constructor taking ``dtype=``, ``frozen_stages=``, ``frozen_norm=``, ``pool_grid=``;
+# the module maps images [batch, H, W, 3] RGB in [0, 1] -> [batch, pool_grid**2 * C].
 IMAGE_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "efficientnet_lite0": efficientnet.efficientnet_lite0,
     "efficientnet_lite1": efficientnet.efficientnet_lite1,
@@ -47,7 +47,7 @@ TEACHER_FIELDS = ("image_encoder", "dtype", "image_feature_dim", "point_widths",
                   "fusion_widths", "embedding_dim", "projector_widths")
 STUDENT_FIELDS = ("image_encoder", "dtype", "mlp_widths", "embedding_dim")
 # Optional in a model config (runs and exports made before them have none).
-ENCODER_DEFAULTS = {"pretrained": "", "frozen_stages": 0, "frozen_norm": False}
+ENCODER_DEFAULTS = {"pretrained": "", "frozen_stages": 0, "frozen_norm": False, "pool_grid": 1}
 
 _TEACHER_SIZES = {
     "tiny": dict(image_encoder="resnet_tiny", dtype="float32", image_feature_dim=32,
@@ -106,7 +106,7 @@ def _checked_fields(model_config: Mapping[str, Any], fields: tuple[str, ...], wh
   given["dtype"] = DTYPES[given["dtype"]]
   given["image_encoder"] = get_image_encoder(given["image_encoder"])(
       dtype=given["dtype"], frozen_stages=int(encoder["frozen_stages"]),
-      frozen_norm=bool(encoder["frozen_norm"]))
+      frozen_norm=bool(encoder["frozen_norm"]), pool_grid=int(encoder["pool_grid"]))
   # Module fields must be hashable: config files and flags may hand over lists.
   return {k: tuple(int(w) for w in v) if k.endswith("widths") else v for k, v in given.items()}
 

@@ -104,6 +104,7 @@ class EfficientNetLite(nn.Module):
     num_classes: > 0 adds the ImageNet classifier and returns its logits instead.
     frozen_stages: stages 0 .. N-1 frozen (see ``encoder_parts``; the stem is stage 0).
     frozen_norm: every BatchNorm on its running statistics, also in training.
+    pool_grid: the last map is averaged over pool_grid x pool_grid cells (``global_pool``).
     depthwise: depthwise implementation (``depthwise.IMPLEMENTATIONS``).
     dtype: compute dtype.
   """
@@ -113,6 +114,7 @@ class EfficientNetLite(nn.Module):
   num_classes: int = 0
   frozen_stages: int = 0
   frozen_norm: bool = False
+  pool_grid: int = 1
   depthwise: str = "auto"
   dtype: Any = jnp.float32
   input_mean: tuple[float, ...] = encoder_parts.LITE_MEAN
@@ -138,7 +140,7 @@ class EfficientNetLite(nn.Module):
     x = nn.Conv(HEAD_FILTERS, (1, 1), use_bias=False, dtype=self.dtype, name="head_conv")(x)
     x = nn.relu6(norm(frozen=frozen(encoder_parts.LAST_STAGE), name="head_norm")(x))
     x = encoder_parts.stop_if_frozen(x, encoder_parts.LAST_STAGE, self.frozen_stages)
-    features = encoder_parts.global_pool(x, return_map)
+    features = encoder_parts.global_pool(x, return_map, self.pool_grid)
     if self.num_classes:
       pooled = features[0] if return_map else features
       return nn.Dense(self.num_classes, dtype=jnp.float32, name="classifier")(pooled)

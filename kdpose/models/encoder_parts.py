@@ -65,7 +65,17 @@ def stop_if_frozen(x: jax.Array, stage: int, frozen_stages: int) -> jax.Array:
   return jax.lax.stop_gradient(x) if stage < frozen_stages else x
 
 
-def global_pool(x: jax.Array, return_map: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """Pooled features ``[batch, C]`` float32, with the last map ``[batch, h, w, C]`` if asked."""
-  pooled = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+def global_pool(x: jax.Array, return_map: bool, grid: int = 1
+                ) -> jax.Array | tuple[jax.Array, jax.Array]:
+  """The last map ``[batch, h, w, C]`` averaged over ``grid x grid`` cells -> features
+  ``[batch, grid * grid * C]`` float32 (cells in row-major order; ``grid=1``: global average
+  pooling), with the map itself if asked. A grid keeps the coarse layout that azimuth needs and
+  global pooling drops."""
+  b, h, w, c = x.shape
+  if h % grid or w % grid:
+    raise ValueError(f"kdpose/models: pool_grid={grid} does not divide the {h}x{w} feature map "
+                     "(choose an image size whose last map it divides, e.g. a multiple of "
+                     f"{32 * grid} px).")
+  cells = x.reshape(b, grid, h // grid, grid, w // grid, c).mean(axis=(2, 4))
+  pooled = cells.reshape(b, grid * grid * c).astype(jnp.float32)
   return (pooled, x) if return_map else pooled

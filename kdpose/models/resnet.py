@@ -69,6 +69,7 @@ class ResNet(nn.Module):
     block: one of ``BLOCK_TYPES``.
     frozen_stages: stages 0 .. N-1 frozen (see ``encoder_parts``; the stem is stage 0).
     frozen_norm: every BatchNorm on its running statistics, also in training.
+    pool_grid: the last map is averaged over pool_grid x pool_grid cells (``global_pool``).
     dtype: compute dtype.
   """
 
@@ -77,6 +78,7 @@ class ResNet(nn.Module):
   block: str = "basic"
   frozen_stages: int = 0
   frozen_norm: bool = False
+  pool_grid: int = 1
   dtype: Any = jnp.float32
   input_mean: tuple[float, ...] = encoder_parts.IMAGENET_MEAN
   input_std: tuple[float, ...] = encoder_parts.IMAGENET_STD
@@ -105,7 +107,7 @@ class ResNet(nn.Module):
         x = ResidualBlock(width, strides, self.block, frozen=frozen(stage + 1), dtype=self.dtype,
                           name=f"stage{stage}_block{index}")(x, train=train)
       x = encoder_parts.stop_if_frozen(x, stage + 1, self.frozen_stages)
-    return encoder_parts.global_pool(x, return_map)
+    return encoder_parts.global_pool(x, return_map, self.pool_grid)
 
 
 resnet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), stage_widths=(64, 128, 256, 512))

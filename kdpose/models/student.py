@@ -37,14 +37,17 @@ class Student(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray | Pose]:
-    """Images ``[batch, H, W, 3]`` -> outputs (all float32).
+  def __call__(self, images: jnp.ndarray | None, *, train: bool,
+               trunk: jnp.ndarray | None = None) -> dict[str, jnp.ndarray | Pose]:
+    """Images ``[batch, H, W, 3]`` -> outputs (all float32). ``trunk``: the encoder's features
+    ``[batch, C]``, given instead of images to run only the layers after it (head warm-up).
 
     Returns:
       {"embedding": projector output [batch, D], "feature": [batch, D],
        "pose": pose pytree from the feature}.
     """
-    trunk = self.image_encoder(images, train=train)
+    if trunk is None:
+      trunk = self.image_encoder(images, train=train)
     feature = jnp.tanh(MLP(self.mlp_widths, self.embedding_dim, dtype=self.dtype,
                            name="mlp")(trunk, train=train)).astype(jnp.float32)
     embedding = nn.Dense(self.embedding_dim, dtype=self.dtype, name="projector")(feature)

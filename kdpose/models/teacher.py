@@ -46,18 +46,21 @@ class Teacher(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray, points: jnp.ndarray, *, train: bool
-               ) -> dict[str, jnp.ndarray | Pose]:
+  def __call__(self, images: jnp.ndarray | None, points: jnp.ndarray, *, train: bool,
+               trunk: jnp.ndarray | None = None) -> dict[str, jnp.ndarray | Pose]:
     """Images ``[batch, H, W, 3]``, points ``[batch, N, 3]`` -> outputs (all float32).
+    ``trunk``: the image encoder's features ``[batch, C]``, given instead of images to run only
+    the layers after it (head warm-up).
 
     Returns:
       {"embedding": fused embedding [batch, D], "image_embedding": projected image feature
        [batch, D], "pose": pose pytree from the fused embedding}.
     """
-    if images.shape[0] != points.shape[0]:
-      raise ValueError(f"kdpose/models/teacher.py: {images.shape[0]} images but "
+    if trunk is None:
+      trunk = self.image_encoder(images, train=train)
+    if trunk.shape[0] != points.shape[0]:
+      raise ValueError(f"kdpose/models/teacher.py: {trunk.shape[0]} images but "
                        f"{points.shape[0]} point clouds.")
-    trunk = self.image_encoder(images, train=train)
     image_feature = nn.relu(
         nn.Dense(self.image_feature_dim, dtype=self.dtype, name="image_feature")(trunk))
     shape_feature = PointNet(self.point_widths, dtype=self.dtype, name="point_encoder")(

@@ -35,6 +35,8 @@ class Stage:
     train_data: the filtered training split.
     eval_data: split name -> filtered split for evaluation.
     later_steps: training steps of the stages that run after this one (for the run's ETA).
+    warm_up: a fresh state -> the state with warmed-up heads (``head_warmup.warm_up``), run
+      before the first step when ``config.head_warmup.steps`` > 0.
   """
 
   name: str
@@ -45,6 +47,7 @@ class Stage:
   train_data: pipeline.SplitData
   eval_data: dict[str, pipeline.SplitData]
   later_steps: int = 0
+  warm_up: Callable[[state_lib.TrainState], state_lib.TrainState] | None = None
 
 
 def _scalar_name(key: str) -> str:
@@ -119,11 +122,15 @@ def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh
 def _restore_or_init(stage: Stage, seed: int, mesh: Mesh, checkpoints: checkpoint.StageCheckpoints):
   """Resume order: this stage's latest checkpoint in the workdir that reads back (damaged ones
   after it are set aside), else, only where it has none, a fresh init (with the pretrained
-  encoder weights, if the model config names them). Checkpoints none of which reads back are an
-  error (``checkpoint.DamagedCheckpointError``), never a fresh start over them."""
+  encoder weights, if the model config names them, and warmed-up heads, if the stage's
+  ``head_warmup.steps`` asks for them). Checkpoints none of which reads back are an error
+  (``checkpoint.DamagedCheckpointError``), never a fresh start over them."""
   if checkpoints.latest_step() is None:
     state = state_lib.create_sharded_state(stage.init_fn, jax.random.key(seed), mesh)[0]
-    return state_lib.with_pretrained_encoder(state, stage.config.model)
+    state = state_lib.with_pretrained_encoder(state, stage.config.model)
+    if stage.warm_up is not None and stage.config.get("head_warmup", {}).get("steps", 0):
+      state = stage.warm_up(state)
+    return state
   abstract, _ = state_lib.abstract_state(stage.init_fn, mesh)
   state, meta = checkpoints.restore(abstract)
   logging.info("%s: resumed from step %d (%s).", stage.name, int(state.step), meta)

@@ -14,7 +14,7 @@ from ml_collections import ConfigDict
 
 from kdpose import augment, checkpoint, models, optimizers, run_config, sharding, state, steps
 from kdpose.data import pipeline
-from kdpose.trainers import loop, teacher
+from kdpose.trainers import head_warmup, loop, teacher
 
 KD_TERMS = ("ckd", "logit", "feature")
 # What a frozen teacher must have been trained on to take the student's inputs: crops of this
@@ -110,4 +110,6 @@ def make_stage(config: ConfigDict, workdir: str, mesh: Mesh, train_data: pipelin
   return loop.Stage(
       name="student", config=config.student, init_fn=init_fn,
       train_step=lambda st, batch, rng: jitted(st, teacher_variables, batch, rng),
-      eval_step=eval_step, train_data=train_data, eval_data=eval_data)
+      eval_step=eval_step, train_data=train_data, eval_data=eval_data,
+      warm_up=functools.partial(head_warmup.warm_up, model=model, stage="student",
+                                config=config, data=train_data, step_options=options))

@@ -11,7 +11,7 @@ from ml_collections import ConfigDict
 
 from kdpose import augment, models, optimizers, state, steps
 from kdpose.data import pipeline
-from kdpose.trainers import loop
+from kdpose.trainers import head_warmup, loop
 
 
 def step_options(config: ConfigDict) -> steps.StepOptions:
@@ -19,7 +19,8 @@ def step_options(config: ConfigDict) -> steps.StepOptions:
   return steps.StepOptions(
       image_size=config.image_size, num_points=config.num_points, bin_size=config.bin_size,
       flip_test=config.flip_test, augment=augment.AugmentConfig.from_mapping(config.augment),
-      weights=(("align", cfg.align_weight),), temperatures=(("align", cfg.align_temperature),))
+      weights=(("align", cfg.align_weight),), temperatures=(("align", cfg.align_temperature),),
+      align_stop_gradient=cfg.get("align_stop_gradient", False))  # older runs: False
 
 
 def build(config: ConfigDict):
@@ -43,6 +44,8 @@ def make_stage(config: ConfigDict, mesh: Mesh, train_data: pipeline.SplitData,
       init_fn, mesh)
   eval_step = jax.jit(functools.partial(steps.eval_step, model=model, options=options,
                                         uses_points=True))
+  warm_up = functools.partial(head_warmup.warm_up, model=model, stage="teacher", config=config,
+                              data=train_data, step_options=options)
   return loop.Stage(name="teacher", config=config.teacher, init_fn=init_fn,
                     train_step=train_step, eval_step=eval_step, train_data=train_data,
-                    eval_data=eval_data)
+                    eval_data=eval_data, warm_up=warm_up)
