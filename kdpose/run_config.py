@@ -18,8 +18,8 @@ import ml_collections
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
 # Keys a resumed run may change: how often it logs, evaluates and saves, how many checkpoints
-# it keeps, where its data (and its feature cache) lives, the size of evaluation batches (every record is evaluated
-# once whatever it is), which stages this launch runs, and the switch itself.
+# it keeps, where its data (and its feature cache) lives, the size of evaluation batches (every
+# record is evaluated once whatever it is), which stages this launch runs, and the switch itself.
 FREE_KEYS = frozenset(
     [f"{stage}.{key}" for stage in ("teacher", "student")
      for key in ("log_every", "eval_every", "checkpoint_every", "max_to_keep",
