@@ -56,14 +56,16 @@ def make_extractor(encoder: str, weights: str, image_size: int, grid: int = 1) -
 
 
 def cache_path(cache_dir: str, dataset: ml_collections.ConfigDict, version: str, split: str,
-               options: ml_collections.ConfigDict, flip: bool) -> str:
-  """The cache file of ``split``'s features under ``options`` (encoder, weights, size)."""
+               options: ml_collections.ConfigDict, flip: bool, num_points: int = 0) -> str:
+  """The cache file of ``split``'s features under ``options`` (encoder, weights, size), with
+  the mirrored crops' when ``flip`` and ``num_points`` points per record when > 0."""
   weights = options.weights if options.weights in ("", "package") else os.path.splitext(
       os.path.basename(options.weights))[0]
   name = "-".join([dataset.name, dataset.config_name or "default", version, split,
                    options.encoder, weights or "random", f"{options.image_size}px"]
                   + ([f"grid{options.grid}"] if options.grid > 1 else []))
-  return os.path.join(cache_dir, name + ("-flip" if flip else "") + ".npz")
+  name += ("-flip" if flip else "") + (f"-{num_points}pts" if num_points else "")
+  return os.path.join(cache_dir, name + ".npz")
 
 
 def split_features(data: pipeline.SplitData, path: str, extract: Extractor, *, flip: bool,

@@ -55,13 +55,12 @@ def training_features(config: ml_collections.ConfigDict, stage: str, data: pipel
   digest = hashlib.sha1(np.asarray(data.indices, np.int64).tobytes()).hexdigest()[:10]
   path = frozen_features.cache_path(
       warmup.cache_dir, config.dataset, str(builder.info.version),
-      f"{config.dataset.train_split}.{digest}", extraction, flip=True)
-  if num_points:
-    path = path.replace(".npz", f"-{num_points}pts.npz")
-  extract = frozen_features.make_extractor(extraction.encoder, extraction.weights,
-                                           extraction.image_size, extraction.grid)
-  records = frozen_features.split_features(data, path, extract, flip=True,
-                                           num_points=num_points)
+      f"{config.dataset.train_split}.{digest}", extraction, flip=True, num_points=num_points)
+  # Built on first use: a cached split needs no encoder weights loaded or compiled.
+  extractor = functools.cache(lambda: frozen_features.make_extractor(
+      extraction.encoder, extraction.weights, extraction.image_size, extraction.grid))
+  records = frozen_features.split_features(data, path, lambda *args: extractor()(*args),
+                                           flip=True, num_points=num_points)
   stacked = {"features": np.concatenate([records["features"], records["flipped"]]),
              "viewpoint": np.concatenate([records["viewpoint"],
                                           geometry.flip_viewpoint(records["viewpoint"])]),
@@ -115,12 +114,11 @@ def warm_up(train_state: TrainState, model: nn.Module, stage: str,
     train.pop("points")
   extracted_s = time.perf_counter() - start
   params = train_state.params
-  labels = jax.tree_util.tree_map_with_path(
-      lambda path, _: "frozen" if getattr(path[0], "key", None) == optimizers.ENCODER else "head",
-      params)
+  # Only the new layers learn: the whole encoder (pretrained and frozen stages) stays put.
   tx = optax.multi_transform(
-      {"head": optax.adam(optax.cosine_decay_schedule(warmup.learning_rate, warmup.steps)),
-       "frozen": optax.set_to_zero()}, labels)
+      {"new": optax.adam(optax.cosine_decay_schedule(warmup.learning_rate, warmup.steps)),
+       "pretrained": optax.set_to_zero(), "frozen": optax.set_to_zero()},
+      optimizers.parameter_labels(params, model_config))
   step = jax.jit(functools.partial(_warmup_step, stage=stage, model=model, tx=tx,
                                    options_=step_options), donate_argnums=(0, 1, 2))
   params = jax.tree.map(jnp.copy, params)  # the step donates its inputs
