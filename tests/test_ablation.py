@@ -4,8 +4,9 @@ import json
 import os
 
 import pytest
+from absl import app
 
-from configs import default
+from configs import default, objectnet3d
 from tools import ablation
 
 
@@ -20,6 +21,15 @@ def test_variants_switch_terms_on_at_the_configured_weight():
   ablation.apply_variant(student, "baseline")
   assert (student.ckd_weight, student.logit_weight, student.feature_weight) == (0.0, 0.0, 0.0)
   assert not student.pose_aware
+
+
+def test_report_split_defaults_to_the_last_evaluated_split():
+  assert ablation.report_split(default.get_config(), None) == "test"
+  assert ablation.report_split(objectnet3d.get_config(), None) == "val"  # it evaluates only val.
+  assert ablation.report_split(default.get_config(), "val") == "val"
+  with pytest.raises(app.UsageError, match=r"--report_split='test', but the config evaluates "
+                     r"only \['val'\]"):
+    ablation.report_split(objectnet3d.get_config(), "test")
 
 
 def _run(acc_base, acc_novel, err, seconds):

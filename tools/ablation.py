@@ -6,7 +6,8 @@ r"""The distillation ablation: one teacher per seed, then students with each KD 
 
 Every run lives in ``DIR/seed<S>/<variant>`` and resumes where it stopped (a finished run only
 reports). Writes ``DIR/ablation.md`` (mean +- std over seeds of Acc@30 and MedErr on base and
-novel categories of the report split, with the runs' 95% shape-bootstrap intervals, teacher
+novel categories of the report split (``--report_split``, by default the config's last eval
+split), with the runs' 95% shape-bootstrap intervals, teacher
 included, with stage-2 train times) and
 ``DIR/ablation.png`` (bars with error bars), and ``DIR/ablation.json`` with every number.
 """
@@ -33,7 +34,8 @@ config_flags.DEFINE_config_file("config", "configs/default.py", "Base training c
 flags.DEFINE_integer("seeds", 3, "Number of seeds (0 .. seeds-1).")
 flags.DEFINE_string("workdir", None, "Directory of the whole study.")
 flags.DEFINE_list("variants", None, "Student variants to run (default: all).")
-flags.DEFINE_string("report_split", "test", "Split of the table (tune on val, report on test).")
+flags.DEFINE_string("report_split", None, "Split of the table (tune on val, report on test); "
+                    "default: the config's last eval split.")
 flags.mark_flag_as_required("workdir")
 
 # Student variants: the KD terms each switches on (and whether negatives are pose-aware). A term
@@ -55,6 +57,19 @@ def apply_variant(student, variant: str) -> None:
     weight = student[f"{name}_weight"]
     student[f"{name}_weight"] = (weight or 1.0) if name in terms else 0.0
   student.pose_aware = VARIANTS[variant]["pose_aware"]
+
+
+def report_split(config, requested: str | None) -> str:
+  """The split the table reports: ``requested``, or the last of ``config.dataset.eval_splits``
+  (``test`` for synthetic_views, ``val`` for ObjectNet3D). Checked before any training, since
+  only the evaluated splits have reports."""
+  splits = list(config.dataset.eval_splits)
+  if requested is None:
+    return splits[-1]
+  if requested not in splits:
+    raise app.UsageError(f"--report_split={requested!r}, but the config evaluates only {splits} "
+                         "(config.dataset.eval_splits); report one of those.")
+  return requested
 
 
 def _timed_run(config, workdir: str) -> dict:
@@ -148,9 +163,10 @@ def main(argv) -> None:
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
     raise app.UsageError(f"Unknown variants {unknown}; known: {list(VARIANTS)}.")
+  split = report_split(FLAGS.config, FLAGS.report_split)
   results = run_study(FLAGS.config, FLAGS.workdir, FLAGS.seeds, variants)
-  rows = summarise(results, FLAGS.report_split)
-  table = markdown(rows, FLAGS.report_split, FLAGS.seeds)
+  rows = summarise(results, split)
+  table = markdown(rows, split, FLAGS.seeds)
   with open(os.path.join(FLAGS.workdir, "ablation.md"), "w") as f:
     f.write(table)
   with open(os.path.join(FLAGS.workdir, "ablation.json"), "w") as f:
