@@ -3,13 +3,15 @@ r"""Viewpoints of objects in images with an exported student.
   python -m kdpose.predict --model runs/default/export photo.jpg [more.png ...] \
       [--box x1,y1,x2,y2 ...] [--json] [--visualize out.png] [--flip_test] [--batch_size 32]
 
-Boxes are (x1, y1, x2, y2) in pixels of the image as stored (continuous coordinates: pixel ``i``
-covers [i, i + 1]; EXIF orientation is ignored, as in the datasets); one ``--box`` applies to
-every image, or give one per image; without a box the whole image is the object. Each object is
-cropped exactly as evaluation crops it (``augment.crop_images``: the box, keeping its aspect
-ratio, centred on a black square). Prints one line per image, or one JSON object per line with
-``--json``; an image that cannot be used gets an error line, the others are still answered, and
-the exit code is 1.
+Boxes are (x1, y1, x2, y2) in pixels of the image as it is shown (continuous coordinates: pixel
+``i`` covers [i, i + 1]): a photo's EXIF orientation is applied first, so a phone photo is upright
+and its box is drawn on the upright picture. (The dataset builders keep the stored pixels
+instead, since their annotations refer to those: ``kdpose.data.crops.load_rgb``.) One ``--box``
+applies to every image, or give one per image; without a box the whole image is the object.
+Each object is cropped exactly as evaluation crops it (``augment.crop_images``: the box, keeping
+its aspect ratio, centred on a black square). Prints one line per image, or one JSON object per
+line with ``--json``; an image that cannot be used gets an error line, the others are still
+answered, and the exit code is 1.
 
 Python:
   predictor = Predictor("runs/default/export")
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import ExifTags, Image, ImageDraw, ImageOps
 
 from kdpose import export, inference, visualize
 
@@ -36,6 +38,7 @@ _REGION_MARGIN = 2  # pixels kept around a box: bilinear sampling reads one pixe
 _MIN_CANVAS = 64  # smallest padded side of a batch; sides are powers of two (few compilations).
 GRID_TILE = 256  # pixels per image in the grid of several predictions.
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations whose upright image is turned by 90°.
 ImageSource = str | os.PathLike | np.ndarray
 
 
@@ -49,7 +52,8 @@ class ObjectInput:
 
   Attributes:
     name: the file path, or ``images[i]`` for an array.
-    image: uint8 ``[H, W, 3]`` RGB, downscaled to at most ``MAX_IMAGE_SIDE``.
+    image: uint8 ``[H, W, 3]`` RGB, upright (EXIF orientation applied), downscaled to at most
+      ``MAX_IMAGE_SIDE``.
     box: float32 ``[4]`` = (x1, y1, x2, y2) in pixels of ``image``.
   """
 
@@ -67,7 +71,8 @@ def _to_rgb(pil: Image.Image) -> Image.Image:
 
 
 def _open(source: ImageSource, name: str) -> tuple[Image.Image, tuple[int, int]]:
-  """The image and its original size (width, height) in pixels."""
+  """The image, turned upright by its EXIF orientation, and its original size (width, height)
+  in pixels of the upright image."""
   if isinstance(source, np.ndarray):
     if source.dtype != np.uint8 or source.ndim not in (2, 3) or (
         source.ndim == 3 and source.shape[-1] not in (1, 3, 4)):
@@ -80,17 +85,21 @@ def _open(source: ImageSource, name: str) -> tuple[Image.Image, tuple[int, int]]
     size = pil.size
     pil.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG: decode huge ones at 1/2, 1/4...
     pil.load()
+    swaps = pil.getexif().get(ExifTags.Base.Orientation, 1) in _SWAPPING_ORIENTATIONS
+    upright = ImageOps.exif_transpose(pil)  # reads the same tag.
   except (OSError, ValueError, Image.DecompressionBombError) as error:
     raise InputError(f"{name}: cannot read the image: {error}") from error
-  return pil, size
+  return upright, size[::-1] if swaps else size
 
 
 def load_image(source: ImageSource, name: str | None = None
                ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
-  """Reads a path or array as RGB uint8, downscaled to at most ``MAX_IMAGE_SIDE`` pixels.
+  """Reads a path or array as RGB uint8, downscaled to at most ``MAX_IMAGE_SIDE`` pixels; a file
+  is turned upright by its EXIF orientation (``ImageOps.exif_transpose``), an array is used as
+  it is.
 
   Returns the image ``[H, W, 3]``, its scale ``(sx, sy)`` relative to the original and the
-  original size ``(width, height)`` in pixels.
+  original size ``(width, height)`` in pixels, both of the upright image.
   """
   pil, size = _open(source, name or str(source))
   pil = _to_rgb(pil)
@@ -129,8 +138,8 @@ def _check_box(box, size: tuple[int, int], name: str) -> np.ndarray:
 
 
 def prepare_object(source: ImageSource, box=None, name: str | None = None) -> ObjectInput:
-  """Loads ``source`` (a path or a uint8 array) and checks ``box`` (original pixels, or None for
-  the whole image); raises ``InputError`` naming the file."""
+  """Loads ``source`` (a path or a uint8 array) and checks ``box`` (pixels of the original,
+  upright image, or None for the whole image); raises ``InputError`` naming the file."""
   name = name or str(source)
   image, (sx, sy), size = load_image(source, name)
   box = np.array([0.0, 0.0, *size], np.float32) if box is None else _check_box(box, size, name)

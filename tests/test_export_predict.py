@@ -12,10 +12,11 @@ import types
 import jax
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from configs import default
 from kdpose import augment, checkpoint, export, geometry, inference, predict, run_config, steps
+from kdpose.data import crops
 from kdpose.trainers import student
 
 STEP, PAD = 4, 48
@@ -211,6 +212,27 @@ def test_huge_images_are_downscaled_with_their_box(run):
   error = geometry.rotation_error(predictor([huge], [[800, 400, 2400, 2000]]),
                                   predictor([small], [[100, 50, 300, 250]]))
   assert error[0] < 5.0  # the same content at another resolution.
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(run, tmp_path):
+  """A phone photo stored 40x24 with Orientation 6 (show turned 90° clockwise) is 24x40 upright;
+  the dataset loader keeps the stored pixels, which its annotations refer to."""
+  path = str(tmp_path / "phone.jpg")
+  exif = Image.Exif()
+  exif[ExifTags.Base.Orientation] = 6
+  blocks = np.random.default_rng(5).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+  Image.fromarray(np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)).save(path, exif=exif)
+  stored = np.asarray(Image.open(path).convert("RGB"))  # [24, 40, 3], decoded as stored.
+  image, scale, size = predict.load_image(path)
+  assert (image.shape, scale, size) == ((40, 24, 3), (1.0, 1.0), (24, 40))
+  np.testing.assert_array_equal(image, np.rot90(stored, k=-1))  # k=-1: clockwise.
+  # y2 = 40 lies outside the stored 40x24 picture, inside the upright one.
+  obj = predict.prepare_object(path, [2, 20, 22, 40])
+  np.testing.assert_array_equal(obj.box, [2, 20, 22, 40])
+  predictor = predict.Predictor(run.export_dir)
+  np.testing.assert_allclose(predictor([path]), predictor([np.rot90(stored, k=-1).copy()]),
+                             atol=1e-4)
+  assert crops.load_rgb(path, expected_size=(40, 24)).size == (40, 24)
 
 
 def _copy(run, tmp_path):

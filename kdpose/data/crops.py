@@ -211,6 +211,10 @@ def canonical_viewpoint(viewpoint: Sequence[float]) -> np.ndarray:
 def load_rgb(path: str, expected_size: tuple[int, int] | None = None) -> Image.Image:
   """Loads a photo as RGB (grayscale, 16-bit grayscale, palette, CMYK, alpha converted).
 
+  The pixels as stored: EXIF orientation is not applied, because the datasets' boxes, image
+  sizes and viewpoints refer to the stored pixels (``kdpose.predict`` applies it to users'
+  photos, whose boxes are drawn on the upright picture).
+
   ``expected_size`` (width, height) from the annotation guards against boxes that refer to a
   different image; a mismatch, a missing or an undecodable file raise `RawDataError`.
   """
