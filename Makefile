@@ -7,13 +7,13 @@ CONFIG ?= configs/default.py
 
 .PHONY: setup system-deps run test lint
 
-# Python environment with the package (editable) and the test extras. First checks that
-# $(PYTHON) is >= 3.11 and has its venv module (installed with apt-get where missing).
+# Python environment with the package (editable), the training stack and the test tools. First
+# checks that $(PYTHON) is >= 3.11 and has its venv module (installed with apt-get where missing).
 $(BIN)/.installed: pyproject.toml
 	PYTHON="$(PYTHON)" bash tools/ensure_python_venv.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[train,test]'
 	touch $@
 
 setup: $(BIN)/.installed

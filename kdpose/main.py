@@ -16,7 +16,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _set_up_process() -> None:
   """Keeps TensorFlow (data and logging only) off accelerators; joins a multi-host job."""
-  import tensorflow as tf  # only the entry point touches TF devices
+  try:
+    import tensorflow as tf  # only the entry point touches TF devices
+  except ImportError as error:  # `pip install .` is the serving install.
+    raise SystemExit(f"kdpose.main: training needs kdpose's `train` extra ({error}): "
+                     "pip install -e '.[train]' (make setup installs it).") from error
 
   tf.config.set_visible_devices([], "GPU")
   import jax

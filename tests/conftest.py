@@ -1,7 +1,26 @@
-"""Test set-up: 8 fake CPU devices so sharding tests run anywhere (set before jax is imported)."""
+"""Test set-up: 8 fake CPU devices so sharding tests run anywhere (set before jax is imported);
+the prelude that hides the training stack from a subprocess."""
 
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+# Python code that makes the training stack unimportable, as in an install of kdpose's core
+# dependencies without the `train` extra; put it first in a `python -c` program. A None entry in
+# sys.modules makes `import` raise ModuleNotFoundError and `importlib.util.find_spec` (how etils
+# and others probe for TensorFlow) answer None, as for a package that is not installed.
+_WITHOUT_TRAINING_STACK = """
+import sys
+for name in ("tensorflow", "tensorflow_datasets", "clu"):
+  sys.modules[name] = None
+"""
+
+
+@pytest.fixture
+def without_training_stack() -> str:
+  """The prelude of a subprocess's program that hides tensorflow, tensorflow_datasets and clu."""
+  return _WITHOUT_TRAINING_STACK
