@@ -15,9 +15,12 @@ An export directory holds:
                  in [0, 255], already cropped -> ``azimuth``, ``elevation``, ``inplane`` ``[B]``
                  (degrees) and ``confidence`` ``[B, 3]``.
 
-``load_export`` imports no training code and no TensorFlow: a serving environment needs only
-jax, flax and orbax. The writer is built in a temporary sibling directory and renamed into place,
-so a killed export never reads as complete.
+``load_export`` and ``write_export`` import no training code and no TensorFlow: a serving
+environment needs only kdpose's core dependencies (``pip install .``: jax, flax, optax,
+orbax-checkpoint, ml-collections, numpy, Pillow, absl-py), not its ``train`` extra;
+``tools/check_serving_install.sh`` checks that in a clean venv. ``export_student`` (reading a
+training run) and ``--saved_model`` need the ``train`` extra. An export is built in a temporary
+sibling directory and renamed into place, so a killed export never reads as complete.
 """
 
 from __future__ import annotations
@@ -143,8 +146,8 @@ def load_export(model_dir: str) -> tuple[models.Student, dict[str, Any], dict[st
 
 def _restore_student(config, workdir: str, step: int | None) -> tuple[dict[str, Any], int]:
   """The student's ``{"params", "batch_stats"}`` and step from ``workdir/student/checkpoints``."""
-  # Training code (and TensorFlow, through the data layer) only when writing, so that
-  # load_export stays importable where only jax, flax and orbax are installed.
+  # Training code (and TensorFlow, through the data layer) only when reading a run, so that
+  # this module stays importable with kdpose's core dependencies alone (no `train` extra).
   from kdpose import checkpoint
   from kdpose.trainers import student
 
@@ -221,24 +224,24 @@ def _replace_directory(staging: str, out_dir: str) -> None:
   shutil.rmtree(old)
 
 
-def export_student(workdir: str, out_dir: str | None = None, step: int | None = None,
-                   saved_model: bool = False) -> str:
-  """Exports the student of the run in ``workdir`` (latest checkpoint, or ``step``).
+def write_export(out_dir: str, model_config: dict[str, Any], variables: dict[str, Any], *,
+                 image_size: int, bin_size: float, source: dict[str, Any],
+                 dataset: dict[str, Any] | None = None, saved_model: bool = False) -> str:
+  """Writes the student of ``model_config`` with ``variables`` (``{"params", "batch_stats"}``)
+  as an export at ``out_dir``, replacing an older export there; returns ``out_dir``.
 
-  Returns the export directory (default ``workdir/export``).
+  ``image_size`` (pixels) and ``bin_size`` (degrees) are the student's; ``source`` (the run's
+  workdir and step) and ``dataset`` (names, categories) are recorded for information.
   """
-  workdir = os.path.abspath(workdir)
-  out_dir = os.path.abspath(out_dir or os.path.join(workdir, "export"))
-  config = run_config.load_run_config(workdir)
-  variables, step = _restore_student(config, workdir, step)
+  out_dir = os.path.abspath(out_dir)
   meta = {
       "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-      "kdpose_version": kdpose.__version__, "model": config.student.model.to_dict(),
-      "bin_size": float(config.bin_size), "image_size": int(config.image_size),
-      "input": dict(models.input_normalization(config.student.model), range="RGB in [0, 1]"),
-      "source": {"workdir": workdir, "step": step,
-                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")},
-      "dataset": _dataset_metadata(config),
+      "kdpose_version": kdpose.__version__, "model": model_config,
+      "bin_size": float(bin_size), "image_size": int(image_size),
+      "input": dict(models.input_normalization(model_config), range="RGB in [0, 1]"),
+      "source": dict(source, created=datetime.datetime.now(datetime.UTC).isoformat(
+          timespec="seconds")),
+      "dataset": dataset or {},
   }
   os.makedirs(os.path.dirname(out_dir), exist_ok=True)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-",
@@ -260,6 +263,22 @@ def export_student(workdir: str, out_dir: str | None = None, step: int | None = 
     shutil.rmtree(staging, ignore_errors=True)
     raise
   return out_dir
+
+
+def export_student(workdir: str, out_dir: str | None = None, step: int | None = None,
+                   saved_model: bool = False) -> str:
+  """Exports the student of the run in ``workdir`` (latest checkpoint, or ``step``).
+
+  Returns the export directory (default ``workdir/export``).
+  """
+  workdir = os.path.abspath(workdir)
+  config = run_config.load_run_config(workdir)
+  variables, step = _restore_student(config, workdir, step)
+  return write_export(out_dir or os.path.join(workdir, "export"),
+                      config.student.model.to_dict(), variables,
+                      image_size=config.image_size, bin_size=config.bin_size,
+                      source={"workdir": workdir, "step": step},
+                      dataset=_dataset_metadata(config), saved_model=saved_model)
 
 
 def _define_flags() -> None:

@@ -295,19 +295,30 @@ def test_export_is_atomic_and_replaces_only_exports(run, tmp_path, monkeypatch):
     export.export_student(run.workdir, run.workdir)
 
 
-def test_load_export_needs_no_training_code(run, tmp_path):
+def test_serving_needs_no_training_stack(run, tmp_path, without_training_stack):
+  """With TensorFlow, TFDS and clu not importable, an export loads, predicts and is rewritten."""
   path = _write_inputs(tmp_path)["photo.jpg"]
-  code = (
-      "import sys\n"
-      "from kdpose import predict\n"
-      f"print(predict.Predictor({run.export_dir!r})([{path!r}]).shape)\n"
+  rewritten = str(tmp_path / "rewritten")
+  code = without_training_stack + (
+      "import json, sys\n"
+      "from kdpose import export, predict\n"
+      f"print(json.dumps(predict.Predictor({run.export_dir!r})([{path!r}]).tolist()))\n"
+      f"model, variables, meta = export.load_export({run.export_dir!r})\n"
+      f"export.write_export({rewritten!r}, meta['model'], variables,\n"
+      "                    image_size=meta['image_size'], bin_size=meta['bin_size'],\n"
+      "                    source=meta['source'])\n"
+      f"print(json.dumps(predict.Predictor({rewritten!r})([{path!r}]).tolist()))\n"
       "heavy = [m for m in ('kdpose.trainers', 'kdpose.steps', 'kdpose.optimizers',\n"
-      "         'kdpose.data', 'tensorflow', 'tensorflow_datasets') if m in sys.modules]\n"
+      "         'kdpose.data') if m in sys.modules]\n"
       "print('heavy', heavy)\n")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
   assert result.returncode == 0, result.stderr
-  assert result.stdout.splitlines()[-2:] == ["(1, 3)", "heavy []"]
+  original, again, heavy = result.stdout.splitlines()[-3:]
+  assert heavy == "heavy []"
+  expected = predict.Predictor(run.export_dir)([path])
+  np.testing.assert_allclose(json.loads(original), expected, atol=1e-4)
+  np.testing.assert_allclose(json.loads(again), expected, atol=1e-4)
 
 
 def test_saved_model_gives_the_jax_angles(run, tmp_path):
