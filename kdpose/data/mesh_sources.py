@@ -7,13 +7,14 @@ contact sheets; models whose front differs from their source's are turned in ``Y
 | source | Debian package | licence | models used | axes of the files |
 |---|---|---|---|---|
 | flightgear_ai | flightgear-data-ai | GPL-2+ | AI aircraft, one per type | nose -x, y up |
-| flightgear_models | flightgear-data-models | GPL-2+ | ships (a checked list) | bow -x, y up |
-| crrcsim | crrcsim-data | GPL-2+ | model aircraft | nose +z, y up |
+| flightgear_models | flightgear-data-models | GPL-2+ / BSD-3 | ships (a list) | bow -x, y up |
+| crrcsim | crrcsim-data | GPL-2 | model aircraft | nose +z, y up |
 | torcs | torcs-data | GPL-2+ / Free Art | car bodies (no wheels) | nose +x, y up |
 | flightgear_vehicles | flightgear-data-base | GPL-2+ | airport vehicles (a list) | -x, y up |
 
 FlightGear's scenery models share the aircraft axes, but not every model follows them: the ships
-used are the ones whose contact sheets show it.
+used are the ones whose contact sheets show it. The licences and the attribution each requires, per
+file where they differ: ``docs/datasets.md``.
 """
 
 from __future__ import annotations
@@ -151,11 +152,12 @@ def _torcs_cars(root: str) -> list[tuple[str, str]]:
 SOURCES = {s.name: s for s in (
     MeshSource("flightgear_ai", "flightgear-data-ai", "GPL-2+", FLIGHTGEAR_DIR, "-x", "+y",
                ("aeroplane",), _flightgear_aircraft),
-    MeshSource("flightgear_models", "flightgear-data-models", "GPL-2+", FLIGHTGEAR_DIR, "-x",
-               "+y", ("boat",), _flightgear_ships),
+    MeshSource("flightgear_models", "flightgear-data-models",
+               "GPL-2+ and BSD-3-Clause (the SAVAGE ships)", FLIGHTGEAR_DIR, "-x", "+y",
+               ("boat",), _flightgear_ships),
     MeshSource("flightgear_vehicles", "flightgear-data-base", "GPL-2+", FLIGHTGEAR_DIR, "-x",
                "+y", ("bus", "car", "truck"), _flightgear_vehicles),
-    MeshSource("crrcsim", "crrcsim-data", "GPL-2+", CRRCSIM_DIR, "+z", "+y", ("aeroplane",),
+    MeshSource("crrcsim", "crrcsim-data", "GPL-2", CRRCSIM_DIR, "+z", "+y", ("aeroplane",),
                _crrcsim_aircraft),
     MeshSource("torcs", "torcs-data", "GPL-2+ and Free Art License", TORCS_DIR, "+x", "+y",
                ("car",), _torcs_cars),
