@@ -2,6 +2,7 @@
 which are the encoder's own inference-mode outputs; the encoder is untouched; cached once."""
 
 import functools
+import logging
 import os
 
 import jax
@@ -45,12 +46,15 @@ def _pose_loss(model, variables, train, stage):
 
 
 @pytest.mark.parametrize("module", [student, teacher], ids=["student", "teacher"])
-def test_warm_up_trains_the_heads_on_the_encoders_own_features(config, module):
+def test_warm_up_trains_the_heads_on_the_encoders_own_features(config, module, caplog):
   stage = module.__name__.split(".")[-1]
   train_data, _ = inputs.load_data(config)
   model, fresh = _fresh(module, config)
   options = module.step_options(config)
-  warmed = head_warmup.warm_up(fresh, model, stage, config, train_data, options)
+  with caplog.at_level(logging.INFO):
+    warmed = head_warmup.warm_up(fresh, model, stage, config, train_data, options)
+  # Its progress is logged like a stage's, the last step always.
+  assert f"{stage} head warm-up: step 40/40 (100%)" in caplog.text
   # The encoder is untouched; every layer after it that the stage's warm-up loss reaches moved
   # (the student's pose loss does not reach its projector, the CKD embedding).
   still = {"image_encoder"} | ({"projector"} if stage == "student" else set())

@@ -32,8 +32,8 @@ def test_reports_every_interval_and_at_the_last_step_with_both_etas():
 
 def test_last_stage_has_no_run_eta():
   now = [0.0]
-  report = progress.StageProgress("student", 4, 0, lambda *_: None, every_secs=0.0,
-                                  clock=lambda: now[0])
+  # No scalar writer (the head warm-up): log lines only.
+  report = progress.StageProgress("student", 4, 0, None, every_secs=0.0, clock=lambda: now[0])
   report(1)
   now[0] = 6.0
   assert report(3) == "student: step 3/4 (75%), 3.00 s/step, stage ETA 3s"

@@ -34,6 +34,7 @@ from kdpose import geometry, losses, optimizers, steps
 from kdpose.data import pipeline, registry
 from kdpose.state import TrainState
 from kdpose.trainers import frozen_features
+from kdpose.trainers import progress as progress_lib
 
 
 def options(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
@@ -125,11 +126,13 @@ def warm_up(train_state: TrainState, model: nn.Module, stage: str,
   batch_stats = jax.tree.map(jnp.copy, train_state.batch_stats)
   opt_state, rng = tx.init(params), jax.random.key(config.seed + 2000)
   n, seed = len(train["features"]), config.seed + 3000
+  progress = progress_lib.StageProgress(f"{stage} head warm-up", warmup.steps, 0, None)
   for index in range(warmup.steps):
     positions = pipeline.train_positions(index, warmup.batch_size, n, seed)
     batch = {key: value[positions] for key, value in train.items()}
     params, batch_stats, opt_state, terms = step(params, batch_stats, opt_state, batch,
                                                  jax.random.fold_in(rng, index))
+    progress(index + 1)
   terms = {key: float(value) for key, value in jax.device_get(terms).items()}
   if not all(np.isfinite(list(terms.values()))):
     raise FloatingPointError(f"{stage} head warm-up: non-finite loss terms {terms}; lower "

@@ -29,13 +29,15 @@ class StageProgress:
     stage: the stage's name.
     num_steps: the stage's last step.
     later_steps: steps of the stages after this one.
-    write_scalars: (step, {name: value}) -> None, e.g. a clu metric writer's ``write_scalars``.
+    write_scalars: (step, {name: value}) -> None, e.g. a clu metric writer's ``write_scalars``;
+      None: log lines only (the head warm-up, whose steps are not the stage's).
     every_secs: seconds between reports.
     clock: seconds since some fixed point (``time.monotonic``; tests pass their own).
   """
 
   def __init__(self, stage: str, num_steps: int, later_steps: int,
-               write_scalars: Callable[[int, dict[str, float]], None], every_secs: float = 30.0,
+               write_scalars: Callable[[int, dict[str, float]], None] | None,
+               every_secs: float = 30.0,
                clock: Callable[[], float] = time.monotonic):
     self.stage, self.num_steps, self.later_steps = stage, num_steps, later_steps
     self._write_scalars, self._every_secs, self._clock = write_scalars, every_secs, clock
@@ -58,5 +60,6 @@ class StageProgress:
       run_left = stage_left + self.later_steps * seconds_per_step
       line += f", run ETA {format_duration(run_left)} (later stages: {self.later_steps} steps)"
     logging.info(line)
-    self._write_scalars(step, {"steps_per_sec": 1.0 / seconds_per_step})
+    if self._write_scalars is not None:
+      self._write_scalars(step, {"steps_per_sec": 1.0 / seconds_per_step})
     return line
