@@ -37,7 +37,7 @@ def test_shipped_config_builds_its_models(name, arg):
 
 
 def test_the_default_is_the_pretrained_recipe_and_tiny_is_not():
-  from configs import default
+  from configs import common, default
 
   config = default.get_config()
   assert config.to_dict() == default.get_config("pretrained").to_dict()
@@ -46,10 +46,12 @@ def test_the_default_is_the_pretrained_recipe_and_tiny_is_not():
     model = config[stage].model
     assert (model.image_encoder, model.pretrained) == ("efficientnet_lite0", "package")
     assert (model.pool_grid, model.frozen_stages, model.frozen_norm) == (2, 4, True)
-    assert config[stage].head_warmup.steps == (600 if stage == "teacher" else 1500)
+    assert (config[stage].head_warmup.steps, config[stage].head_warmup.batch_size) == (1500, 256)
     tiny = default.get_config("tiny")[stage]
     assert (tiny.model.pretrained, tiny.head_warmup.steps) == ("", 0)
   assert models.input_normalization(config.student.model)["std"] == [128 / 255] * 3
+  assert config.teacher.align_stop_gradient  # the pretrained recipe only
+  assert not common.base_config("small").teacher.align_stop_gradient
 
 
 def test_unknown_variant_lists_the_known_ones():
