@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from kdpose import geometry
 
@@ -19,22 +20,15 @@ Pose = dict[str, tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]]
 _OFFSET_SCALE = 5.0  # the anchors scale the offset error by 5 before the Huber loss.
 
 
-def _huber(x: jnp.ndarray) -> jnp.ndarray:
-  """Smooth-L1 with beta 1: ``x^2 / 2`` for ``|x| < 1``, else ``|x| - 1/2``."""
-  abs_x = jnp.abs(x)
-  return jnp.where(abs_x < 1.0, 0.5 * x**2, abs_x - 0.5)
-
-
 def _angle_terms(logits: jnp.ndarray, raw: jnp.ndarray, bins: jnp.ndarray,
                  targets: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Cross-entropy ``[batch]`` of ``logits [batch, bins]`` at ``bins [batch]`` (int), and the
   Huber ``[batch]`` of that bin's predicted offset (``tanh(raw) / 2``) against ``targets
   [batch]`` (fraction of a bin)."""
-  logits = jnp.asarray(logits, jnp.float32)
-  gt = bins[:, None]
-  ce = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, gt, -1)[:, 0]
-  predicted = jnp.tanh(jnp.take_along_axis(jnp.asarray(raw, jnp.float32), gt, -1)[:, 0]) / 2
-  return ce, _huber(_OFFSET_SCALE * (predicted - targets))
+  ce = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits, jnp.float32), bins)
+  raw_at_bin = jnp.take_along_axis(jnp.asarray(raw, jnp.float32), bins[:, None], -1)[:, 0]
+  # Smooth-L1 with beta 1 (Huber with delta 1): x^2 / 2 for |x| < 1, else |x| - 1/2.
+  return ce, optax.huber_loss(_OFFSET_SCALE * (jnp.tanh(raw_at_bin) / 2 - targets), delta=1.0)
 
 
 def _symmetric_azimuth_terms(logits: jnp.ndarray, raw: jnp.ndarray, viewpoint: jnp.ndarray,
@@ -170,7 +164,7 @@ def _softmax_kl(student_logits: jnp.ndarray, teacher_logits: jnp.ndarray,
       jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32)) / temperature, axis=-1)
   student_log_p = jax.nn.log_softmax(jnp.asarray(student_logits, jnp.float32) / temperature,
                                      axis=-1)
-  return jnp.sum(jnp.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+  return optax.losses.kl_divergence_with_log_targets(student_log_p, teacher_log_p)
 
 
 def logit_kd(student_pose: Pose, teacher_pose: Pose, temperature: float) -> jnp.ndarray:
