@@ -15,7 +15,7 @@ from clu import metric_writers
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from kdpose import checkpoint, intervals, metrics, plots, sharding
+from kdpose import checkpoint, intervals, metrics, plots, sharding, stages
 from kdpose import state as state_lib
 from kdpose.data import pipeline, registry
 from kdpose.trainers import evaluation, inputs, preemption
@@ -235,12 +235,5 @@ def run_stage(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh) -> dic
   return reports
 
 
-def jit_train_step(step_fn: Callable, init_fn: Callable, mesh: Mesh, num_frozen: int = 0):
-  """jit with explicit shardings: the state replicated and donated, ``num_frozen`` replicated
-  non-donated arguments (a frozen teacher), the batch sharded along ``data``, a replicated rng."""
-  replicated = sharding.replicated(mesh)
-  _, state_sharding = state_lib.abstract_state(init_fn, mesh)
-  return jax.jit(step_fn,
-                 in_shardings=(state_sharding, *(replicated,) * num_frozen,
-                               sharding.batch_sharding(mesh), replicated),
-                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+# Kept under the loop's name for its callers; defined in ``kdpose.stages`` (no TF).
+jit_train_step = stages.jit_train_step

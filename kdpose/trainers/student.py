@@ -8,15 +8,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from kdpose import augment, checkpoint, models, optimizers, run_config, sharding, state, steps
+from kdpose import checkpoint, run_config, sharding, stages, state, steps
 from kdpose.data import pipeline
 from kdpose.trainers import head_warmup, loop, teacher
 
-KD_TERMS = ("ckd", "logit", "feature")
 # What a frozen teacher must have been trained on to take the student's inputs: crops of this
 # side, this many points, these bins, from this dataset. (Image normalisation cannot differ:
 # each encoder normalises its [0, 1] crops itself, with the constants of its own weights.)
@@ -24,31 +22,11 @@ TEACHER_INPUT_KEYS = ("image_size", "num_points", "bin_size", "dataset.name",
                       "dataset.config_name")
 
 
-def step_options(config: ConfigDict) -> steps.StepOptions:
-  cfg = config.student
-  return steps.StepOptions(
-      image_size=config.image_size, num_points=config.num_points, bin_size=config.bin_size,
-      flip_test=config.flip_test, augment=augment.AugmentConfig.from_mapping(config.augment),
-      weights=(("pose", cfg.pose_weight),) + tuple((n, cfg[f"{n}_weight"]) for n in KD_TERMS),
-      temperatures=tuple((n, cfg[f"{n}_temperature"]) for n in KD_TERMS),
-      teacher_dropout=cfg.teacher_dropout, symmetric=cfg.symmetric, pose_aware=cfg.pose_aware,
-      ckd_projector=cfg.get("ckd_projector", True))  # runs saved before the option: True.
-
-
-def distills(config: ConfigDict) -> bool:
-  """False for the baseline student (every KD weight 0): no teacher is needed."""
-  return any(config.student[f"{name}_weight"] for name in KD_TERMS)
-
-
-def build(config: ConfigDict):
-  """The student model, its optimizer and schedule, and its state's init function."""
-  cfg = config.student
-  model = models.build_student(cfg.model, config.bin_size)
-  tx, schedule = optimizers.make_optimizer(  # runs saved before skip_nonfinite: off.
-      cfg.optimizer, cfg.num_steps, cfg.model, skip_nonfinite=cfg.get("skip_nonfinite", False))
-  example = (jnp.zeros((1, config.image_size, config.image_size, 3)),)
-  init_fn = functools.partial(state.init_train_state, model=model, tx=tx, example_inputs=example)
-  return model, tx, schedule, init_fn
+# Kept under the trainer's names for its callers; defined in ``kdpose.stages`` (no TF).
+KD_TERMS = stages.KD_TERMS
+step_options = stages.student_step_options
+distills = stages.distills
+build = stages.build_student
 
 
 def _lookup(config: ConfigDict, dotted: str):
@@ -97,14 +75,10 @@ def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
 
 def make_stage(config: ConfigDict, workdir: str, mesh: Mesh, train_data: pipeline.SplitData,
                eval_data: dict[str, pipeline.SplitData]) -> loop.Stage:
-  model, tx, schedule, init_fn = build(config)
-  options = step_options(config)
   teacher_model, teacher_variables = None, {}
   if distills(config):
     teacher_model, teacher_variables = load_frozen_teacher(config, workdir, mesh)
-  jitted = loop.jit_train_step(functools.partial(
-      steps.student_train_step, model=model, teacher=teacher_model, tx=tx, schedule=schedule,
-      options=options), init_fn, mesh, num_frozen=1)
+  jitted, model, init_fn, options = stages.student_train_step(config, mesh, teacher_model)
   eval_step = jax.jit(functools.partial(steps.eval_step, model=model, options=options,
                                         uses_points=False))
   return loop.Stage(
