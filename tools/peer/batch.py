@@ -1,4 +1,4 @@
-"""The synthetic host batch both sides of ``tools/benchmark_lite_step.py`` time (numpy only, so
+"""The synthetic host batch both sides of ``tools/benchmark.py --peer`` time (numpy only, so
 kdpose's venv, which has no torch, draws the same one)."""
 
 from __future__ import annotations

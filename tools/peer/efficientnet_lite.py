@@ -16,6 +16,7 @@ Sanity check on a photo (prints the ImageNet top-5 class indices and probabiliti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import math
@@ -148,8 +149,9 @@ class MBConvBlock(nn.Module):
     return x + inputs
 
 
-def block_configs(width: float, depth: float) -> list[dict]:
-  """The MBConvBlock arguments of every block, in order (first block of a stage strides)."""
+def block_configs(width: float, depth: float) -> list[tuple[int, dict]]:
+  """(B0 stage index, MBConvBlock arguments) of every block, in order (the first block of a
+  stage strides)."""
   configs = []
   for index, stage in enumerate(B0_STAGES):
     fixed = index in (0, len(B0_STAGES) - 1)  # "fix_head_stem": ends not depth-scaled
@@ -157,10 +159,10 @@ def block_configs(width: float, depth: float) -> list[dict]:
     in_filters = round_filters(stage.in_filters, width)
     out_filters = round_filters(stage.out_filters, width)
     for i in range(repeats):
-      configs.append(dict(in_filters=in_filters if i == 0 else out_filters,
-                          out_filters=out_filters, kernel=stage.kernel,
-                          stride=stage.stride if i == 0 else 1,
-                          expand_ratio=stage.expand_ratio))
+      configs.append((index, dict(in_filters=in_filters if i == 0 else out_filters,
+                                  out_filters=out_filters, kernel=stage.kernel,
+                                  stride=stage.stride if i == 0 else 1,
+                                  expand_ratio=stage.expand_ratio)))
   return configs
 
 
@@ -176,19 +178,26 @@ class EfficientNetLite(nn.Module):
     # TF scales the drop rate linearly with the block index.
     self._blocks = nn.ModuleList(
         MBConvBlock(**c, drop_connect_rate=drop_connect_rate * i / len(configs))
-        for i, c in enumerate(configs))
-    self._conv_head = SameConv2d(configs[-1]["out_filters"], HEAD_FILTERS, 1)
+        for i, (_, c) in enumerate(configs))
+    # kdpose's stage numbering (kdpose/models/encoder_parts.py): the stem is 0, B0 stage s is s+1.
+    self.block_stages = [stage + 1 for stage, _ in configs]
+    self._conv_head = SameConv2d(configs[-1][1]["out_filters"], HEAD_FILTERS, 1)
     self._bn1 = _batch_norm(HEAD_FILTERS)
     self._dropout = nn.Dropout(dropout)
     self._fc = nn.Linear(HEAD_FILTERS, num_classes)
 
-  def features(self, x: torch.Tensor) -> torch.Tensor:
-    """[batch, 3, H, W] preprocessed images -> [batch, 1280] globally average-pooled features."""
-    x = F.relu6(self._bn0(self._conv_stem(x)))
-    for block in self._blocks:
-      x = block(x)
+  def features(self, x: torch.Tensor, frozen_stages: int = 0, pool_grid: int = 1
+               ) -> torch.Tensor:
+    """[batch, 3, H, W] preprocessed images -> [batch, 1280 * pool_grid**2] features: the last
+    map averaged over pool_grid x pool_grid cells. Stages 0 .. frozen_stages - 1 (the stem is
+    0) run without autograd, as a PyTorch user freezes a trunk's first stages."""
+    with torch.no_grad() if frozen_stages > 0 else contextlib.nullcontext():
+      x = F.relu6(self._bn0(self._conv_stem(x)))
+    for stage, block in zip(self.block_stages, self._blocks, strict=True):
+      with torch.no_grad() if stage < frozen_stages else contextlib.nullcontext():
+        x = block(x)
     x = F.relu6(self._bn1(self._conv_head(x)))
-    return x.mean(dim=(2, 3))
+    return F.adaptive_avg_pool2d(x, pool_grid).flatten(1)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """[batch, 3, H, W] preprocessed images -> [batch, num_classes] logits."""

@@ -11,11 +11,15 @@ inside the step. One timed step does, from a uint8 batch ``[B, S, S, 3]`` (S = `
     of the crop's valid pixels), saturation factors U(0.6, 1.4) as per-sample multiplications,
     grayscale (p 0.1), gaussian blur (p 0.1, sigma U(0.1, 1.0), 5 taps, a grouped convolution on
     the chosen samples), one clip to [0, 1]; the viewpoint labels flipped and rotated to match;
-  the student in train mode: Lite0 trunk (``efficientnet_lite``, drop-connect off and no
-    classifier, as kdpose's Flax trunk) -> pooled 1280 -> Linear(256, no bias) -> BatchNorm1d
-    (eps 1e-5, momentum 0.1) -> ReLU -> Linear(128) -> tanh = feature -> two Linear(60) heads
-    (logits and raw offsets of the 24/12/24 bins of 15 degrees); the Linear(128) projector runs
-    too, its output unused (as in kdpose's baseline);
+  the student in train mode: the ``--encoder`` trunk normalised as kdpose's (Lite0:
+    ``efficientnet_lite``, drop-connect off and no classifier, as kdpose's Flax trunk; stages
+    0 .. ``--frozen_stages`` - 1 run without autograd and with their BatchNorm on running
+    statistics, every encoder BatchNorm so with ``--frozen_norm``; the last map averaged over
+    ``--pool_grid`` x ``--pool_grid`` cells, 1280 per cell; or ResNet-18/50: ``resnet``, no
+    classifier) -> per ``--mlp_widths`` width W: Linear(W, no bias) -> BatchNorm1d (eps 1e-5,
+    momentum 0.1) -> ReLU; then Linear(E = ``--embedding_dim``) -> tanh = feature -> two
+    Linear(60) heads (logits and raw offsets of the 24/12/24 bins of 15 degrees); the Linear(E)
+    projector runs too, its output unused (as in kdpose's baseline);
   the pose loss: bin cross-entropy + smooth-L1 (beta 1) of 5 * (tanh(r) / 2 - target offset) at
     the true bin, summed over the 3 angles, mean over the batch;
   backward and ``torch.optim.Adam(lr=1e-3, weight_decay=5e-4)`` (L2 added to the gradient).
@@ -28,7 +32,7 @@ norm) and the learning-rate schedule; both are negligible next to the network.
 prints one JSON line per round of ``--steps`` timed steps (after ``--warmup`` untimed ones):
 step seconds (all, median, min, max) and images/s. With ``--wait`` it first prints a ``ready``
 line after the warm-up and then waits for a line on stdin before each round, so a caller
-(``tools/benchmark_lite_step.py``) can interleave it with its own rounds.
+(``tools/benchmark.py --peer``) can interleave it with its own rounds.
 """
 
 from __future__ import annotations
@@ -46,14 +50,14 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tools.peer import efficientnet_lite  # noqa: E402 (after the path)
+from tools.peer import efficientnet_lite, resnet  # noqa: E402 (after the path)
 from tools.peer.batch import make_batch  # noqa: E402
 
 BIN_SIZE = 15.0  # degrees
 ANGLE_STARTS = (0.0, -90.0, -180.0)  # azimuth, elevation, in-plane (degrees)
 NUM_BINS = (24, 12, 24)
 OFFSET_SCALE = 5.0
-LITE_MEAN, LITE_STD = 127.0 / 255.0, 128.0 / 255.0  # on [0, 1] pixels: (x - 127) / 128 on [0, 255]
+LITE_MEAN, LITE_STD = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3  # (x - 127) / 128 on [0, 255]
 LUMA = (0.299, 0.587, 0.114)
 # kdpose's default AugmentConfig.
 BOX_JITTER, FLIP_PROB, ROTATION_MAX_DEG = 0.1, 0.5, 15.0
@@ -61,27 +65,77 @@ COLOUR_STRENGTH, GRAYSCALE_PROB, BLUR_PROB, BLUR_SIGMA = 0.4, 0.1, 0.1, (0.1, 1.
 BLUR_RADIUS = 2  # pixels: 2 x the largest sigma, as kdpose
 
 
-class Student(nn.Module):
-  """NCHW images normalised for Lite -> (feature [B, 128], embedding [B, 128], logits [B, 60],
-  raw offsets [B, 60])."""
+RESNETS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
+ENCODERS = ("efficientnet_lite0", *RESNETS)
 
-  def __init__(self, mlp_width: int = 256, embedding_dim: int = 128):
+
+class Student(nn.Module):
+  """NCHW images normalised for the encoder -> (feature [B, E], embedding [B, E], logits [B, 60],
+  raw offsets [B, 60]); E = ``embedding_dim``."""
+
+  def __init__(self, encoder: str = "efficientnet_lite0", mlp_widths: tuple[int, ...] = (256,),
+               embedding_dim: int = 128, frozen_stages: int = 0, frozen_norm: bool = False,
+               pool_grid: int = 1):
     super().__init__()
-    variant = efficientnet_lite.VARIANTS["efficientnet_lite0"]
-    self.encoder = efficientnet_lite.EfficientNetLite(variant.width, variant.depth,
-                                                      drop_connect_rate=0.0)
-    self.encoder._dropout = nn.Identity()  # features() never uses these; drop their params
-    self.encoder._fc = nn.Identity()
-    self.mlp = nn.Sequential(
-        nn.Linear(efficientnet_lite.HEAD_FILTERS, mlp_width, bias=False),
-        nn.BatchNorm1d(mlp_width, eps=1e-5, momentum=0.1), nn.ReLU(),
-        nn.Linear(mlp_width, embedding_dim))
+    if encoder not in ENCODERS:
+      raise ValueError(f"tools/peer/student_step.py: encoder {encoder!r}; known: {ENCODERS}.")
+    self.frozen_stages, self.frozen_norm, self.pool_grid = frozen_stages, frozen_norm, pool_grid
+    self.is_lite = encoder == "efficientnet_lite0"
+    if self.is_lite:
+      variant = efficientnet_lite.VARIANTS[encoder]
+      self.encoder = efficientnet_lite.EfficientNetLite(variant.width, variant.depth,
+                                                        drop_connect_rate=0.0)
+      self.encoder._dropout = nn.Identity()  # features() never uses these; drop their params
+      self.encoder._fc = nn.Identity()
+      num_features = efficientnet_lite.HEAD_FILTERS
+      frozen = [self.encoder._conv_stem, self.encoder._bn0] if frozen_stages > 0 else []
+      frozen += [block for stage, block in zip(self.encoder.block_stages, self.encoder._blocks,
+                                               strict=True) if stage < frozen_stages]
+      for module in frozen:
+        module.requires_grad_(False)
+    else:
+      if frozen_stages or frozen_norm or pool_grid != 1:
+        raise ValueError("tools/peer/student_step.py: the ResNet peer has no frozen stages, "
+                         "frozen norm or pooling grid.")
+      block, sizes = RESNETS[encoder]
+      self.encoder = resnet.ResNet(block, sizes)
+      self.encoder.fc = nn.Identity()
+      num_features = self.encoder.num_features
+    layers, width_in = [], num_features * pool_grid**2
+    for width in mlp_widths:
+      layers += [nn.Linear(width_in, width, bias=False),
+                 nn.BatchNorm1d(width, eps=1e-5, momentum=0.1), nn.ReLU()]
+      width_in = width
+    self.mlp = nn.Sequential(*layers, nn.Linear(width_in, embedding_dim))
     self.projector = nn.Linear(embedding_dim, embedding_dim)
     self.logits = nn.Linear(embedding_dim, sum(NUM_BINS))
     self.offsets = nn.Linear(embedding_dim, sum(NUM_BINS))
+    mean, std = (LITE_MEAN, LITE_STD) if self.is_lite else (resnet.IMAGENET_MEAN,
+                                                            resnet.IMAGENET_STD)
+    self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1))
+    self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1))
 
-  def forward(self, x: torch.Tensor):
-    feature = torch.tanh(self.mlp(self.encoder.features(x)))
+  def train(self, mode: bool = True):
+    """Train mode, but with ``frozen_norm`` every encoder BatchNorm on its running statistics
+    (and with frozen stages, theirs), as kdpose's ``frozen_norm`` / ``frozen_stages``."""
+    super().train(mode)
+    if not self.is_lite:
+      return self
+    for name, module in self.encoder.named_modules():
+      frozen_stage = self.frozen_stages > 0 and (
+          name.startswith("_bn0") or name.startswith("_conv_stem") or (
+              name.startswith("_blocks.") and
+              self.encoder.block_stages[int(name.split(".")[1])] < self.frozen_stages))
+      if isinstance(module, nn.BatchNorm2d) and (self.frozen_norm or frozen_stage):
+        module.eval()
+    return self
+
+  def forward(self, crops: torch.Tensor):
+    """Crops ``[B, 3, H, W]`` RGB in [0, 1]."""
+    x = (crops - self.mean) / self.std
+    trunk = (self.encoder.features(x, self.frozen_stages, self.pool_grid) if self.is_lite
+             else self.encoder.features(x))
+    feature = torch.tanh(self.mlp(trunk))
     return feature, self.projector(feature), self.logits(feature), self.offsets(feature)
 
 
@@ -197,7 +251,7 @@ def train_step(model: Student, optimizer: torch.optim.Optimizer, batch: dict[str
                image_size: int, gen: torch.Generator) -> float:
   """One augmented train step on a host batch; returns the loss."""
   crops, viewpoint = augment(batch["image"], batch["box"], batch["viewpoint"], image_size, gen)
-  _, _, logits, raw = model((crops - LITE_MEAN) / LITE_STD)
+  _, _, logits, raw = model(crops)
   loss = pose_loss(logits, raw, viewpoint)
   optimizer.zero_grad(set_to_none=True)
   loss.backward()
@@ -228,14 +282,25 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--encoder", default="efficientnet_lite0", choices=ENCODERS)
+  parser.add_argument("--mlp_widths", default="256", help="comma-separated hidden widths")
+  parser.add_argument("--embedding_dim", type=int, default=128)
+  parser.add_argument("--frozen_stages", type=int, default=0,
+                      help="encoder stages 0 .. N-1 frozen (the stem is 0), as kdpose's")
+  parser.add_argument("--frozen_norm", action="store_true",
+                      help="every encoder BatchNorm on its running statistics")
+  parser.add_argument("--pool_grid", type=int, default=1, help="last map pooled over G x G")
   parser.add_argument("--wait", action="store_true",
                       help="print a ready line, then wait for a stdin line before each round")
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   gen = torch.Generator().manual_seed(1)
-  model = Student().train()
-  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4)
+  model = Student(args.encoder, tuple(int(w) for w in args.mlp_widths.split(",")),
+                  args.embedding_dim, frozen_stages=args.frozen_stages,
+                  frozen_norm=args.frozen_norm, pool_grid=args.pool_grid).train()
+  trainable = [p for p in model.parameters() if p.requires_grad]
+  optimizer = torch.optim.Adam(trainable, lr=1e-3, weight_decay=5e-4)
   batch = {k: torch.from_numpy(v) for k, v in make_batch(args.batch, args.source_size).items()}
   step = lambda: train_step(model, optimizer, batch, args.size, gen)
   start = time.perf_counter()
@@ -245,6 +310,7 @@ def main() -> None:
     print(json.dumps({"ready": True, "torch": torch.__version__,
                       "threads": torch.get_num_threads(),
                       "params": sum(p.numel() for p in model.parameters()),
+                      "trainable_params": sum(p.numel() for p in trainable),
                       "warmup_s": time.perf_counter() - start}), flush=True)
   for index in range(args.rounds):
     if args.wait and not sys.stdin.readline():
