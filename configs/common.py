@@ -122,7 +122,7 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
         cfg.optimizer.pretrained_lr_multiplier = 0.1
         cfg.head_warmup.steps = 1500
       # The teacher's warm-up as long as the student's, though its PointNet makes each step ~30x
-      # dearer (0.44 s at batch 256 and 256 points on 2 cores, 11 min), and its alignment moving
+      # dearer (1.1 s at batch 256 and 256 points on 2 cores, 27 min), and its alignment moving
       # only the image side: on val, +5.4 mean Acc@30 over 600 steps at batch 128
       # (tools/results/teacher_align_ab.md).
       config.teacher.align_stop_gradient = True

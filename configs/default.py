@@ -8,7 +8,7 @@ r"""The offline default: synthetic_views rendered from real meshes, sized for 2 
 
 The default: ImageNet EfficientNet-Lite0 under the teacher and the student at 128 px, their new
 layers warmed up on its frozen features (1500 steps at batch 256 after a one-off 3-minute
-extraction: under a minute for the student, 11 for the teacher, whose PointNet trains too), then
+extraction: under a minute for the student, 27 for the teacher, whose PointNet trains too), then
 300 fine-tuning steps each (``common.apply_variants``' ``pretrained``); the teacher's alignment
 term moves only its image side.
 ``tiny`` builds a tiny dataset from procedural meshes (no system packages) and trains a few
