@@ -268,7 +268,7 @@ def markdown(report: dict) -> str:
           f"{100 * r['share_of_matmul_peak']:.0f}% | {r['peak_mib']:.0f} | {r['compile_s']:.0f} |"
           for name, r in report["steps"].items()]
   env, lines = report["environment"], []
-  lines += [f"# tools/benchmark.py {report['config']}", "",
+  lines += [f"# {report['command']}", "",
             f"{env['devices']} {env['backend']} device(s), {env['cpus']} CPUs ({env['cpu']}), "
             f"jax {env['jax']}; matmul peak {report['matmul_peak_gflop_per_s']:.1f} GFLOP/s "
             f"(float32, {FLAGS.matmul_size}^2, measured in this run).", "",
@@ -336,7 +336,7 @@ def main(argv) -> None:
   finally:
     if peer:
       peer.close()
-  report = {"config": " ".join(a for a in sys.argv[1:] if a.startswith("--config")),
+  report = {"command": " ".join(["tools/benchmark.py", *sys.argv[1:]]),
             "environment": _environment(), "matmul_peak_gflop_per_s": peak / 1e9, "steps": {}}
   for name, (step, stage) in timed.items():
     row = summarise(times[name], sizes[stage], step.flops, peak)
