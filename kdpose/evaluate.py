@@ -23,9 +23,9 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kdpose import checkpoint, intervals, metrics, run_config, sharding, state, steps
+from kdpose import checkpoint, intervals, metrics, run_config, sharding, stages, state, steps
 from kdpose.data import registry
-from kdpose.trainers import evaluation, inputs, student, teacher
+from kdpose.trainers import evaluation, inputs
 
 FLAGS = flags.FLAGS
 
@@ -39,9 +39,6 @@ def _define_flags() -> None:
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
   config_flags.DEFINE_config_file("dataset_config", None,
                                   "Optional config whose `dataset` block replaces the run's.")
-
-
-_STAGE_MODULES = {"teacher": teacher, "student": student}
 
 
 def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None = None,
@@ -62,15 +59,14 @@ def evaluate_checkpoint(workdir: str, stage: str, split: str, step: int | None =
   headline, all_views = (
       inputs.eval_splits(builder, config.dataset, [split], all_views=every)[split]
       for every in (False, True))
-  module = _STAGE_MODULES[stage]
-  model, _, _, init_fn = module.build(config)
+  model, _, _, init_fn = stages.BUILDERS[stage](config)
   abstract, _ = state.abstract_state(init_fn, mesh)
   checkpoints = checkpoint.StageCheckpoints(os.path.join(workdir, stage, "checkpoints"),
                                             read_only=True)
   restored, _ = checkpoints.restore(abstract, step)
   checkpoints.close()
   eval_step = jax.jit(functools.partial(steps.eval_step, model=model,
-                                        options=module.step_options(config),
+                                        options=stages.STEP_OPTIONS[stage](config),
                                         uses_points=stage == "teacher",
                                         swap_shapes=swap_shapes))
   report, predictions = evaluation.evaluate_views(

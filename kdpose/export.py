@@ -148,8 +148,7 @@ def _restore_student(config, workdir: str, step: int | None) -> tuple[dict[str, 
   """The student's ``{"params", "batch_stats"}`` and step from ``workdir/student/checkpoints``."""
   # Training code (and TensorFlow, through the data layer) only when reading a run, so that
   # this module stays importable with kdpose's core dependencies alone (no `train` extra).
-  from kdpose import checkpoint
-  from kdpose.trainers import student
+  from kdpose import checkpoint, stages
 
   directory = os.path.join(workdir, "student", "checkpoints")
   checkpoints = checkpoint.StageCheckpoints(directory, read_only=True)
@@ -158,7 +157,7 @@ def _restore_student(config, workdir: str, step: int | None) -> tuple[dict[str, 
     if not steps or (step is not None and step not in steps):
       raise FileNotFoundError(f"{directory} has no complete checkpoint of step "
                               f"{'any' if step is None else step}; it has steps {steps}.")
-    _, _, _, init_fn = student.build(config)
+    _, _, _, init_fn = stages.build_student(config)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                             jax.eval_shape(init_fn, jax.random.key(0)))

@@ -70,6 +70,11 @@ def build_student(config: ConfigDict):
                 (jnp.zeros((1, config.image_size, config.image_size, 3)),))
 
 
+# Stage name -> its builder and its step options.
+BUILDERS = {"teacher": build_teacher, "student": build_student}
+STEP_OPTIONS = {"teacher": teacher_step_options, "student": student_step_options}
+
+
 def jit_train_step(step_fn: Callable, init_fn: Callable, mesh: Mesh, num_frozen: int = 0):
   """jit with explicit shardings: the state replicated and donated, ``num_frozen`` replicated
   non-donated arguments (a frozen teacher), the batch sharded along ``data``, a replicated rng."""

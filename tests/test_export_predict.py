@@ -15,9 +15,18 @@ import pytest
 from PIL import ExifTags, Image
 
 from configs import default
-from kdpose import augment, checkpoint, export, geometry, inference, predict, run_config, steps
+from kdpose import (
+  augment,
+  checkpoint,
+  export,
+  geometry,
+  inference,
+  predict,
+  run_config,
+  stages,
+  steps,
+)
 from kdpose.data import crops
-from kdpose.trainers import student
 
 STEP, PAD = 4, 48
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +52,7 @@ def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
   config = default.get_config("tiny")
   run_config.save_config(config, workdir)
-  model, _, _, init_fn = student.build(config)
+  model, _, _, init_fn = stages.build_student(config)
   train_state = _perturbed(jax.jit(init_fn)(jax.random.key(0)))
   checkpoints = checkpoint.StageCheckpoints(os.path.join(workdir, "student", "checkpoints"))
   checkpoints.save(STEP, train_state, {"stage": "student", "step": STEP})
@@ -77,7 +86,7 @@ def test_predictor_equals_eval_step(run):
            "points": np.zeros((len(BOXES), 8, 3), np.float32),
            "symmetry": np.zeros(len(BOXES), np.int32)}
   eval_step = jax.jit(functools.partial(steps.eval_step, model=run.model,
-                                        options=student.step_options(run.config),
+                                        options=stages.student_step_options(run.config),
                                         uses_points=False))
   expected = jax.device_get(eval_step(run.state.variables(), batch))
   viewpoints, confidence = predict.Predictor(run.export_dir, batch_size=3).predict_with_confidence(

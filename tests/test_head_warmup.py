@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from kdpose import augment, losses, models, state
+from kdpose import augment, losses, models, stages, state
 from kdpose.data import pipeline
 from kdpose.models import resnet
-from kdpose.trainers import frozen_features, head_warmup, inputs, student, teacher
+from kdpose.trainers import frozen_features, head_warmup, inputs
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained", "resnet_basic.pth")
 # The fixture checkpoint's layout (tests/fixtures/pretrained/README.md).
@@ -33,10 +33,10 @@ def config(tmp_path_factory, monkeypatch):
   return config
 
 
-def _fresh(module, config):
-  model, _, _, init_fn = module.build(config)
+def _fresh(stage, config):
+  model, _, _, init_fn = stages.BUILDERS[stage](config)
   fresh = jax.jit(init_fn)(jax.random.key(0))
-  return model, state.with_pretrained_encoder(fresh, config[module.__name__.split(".")[-1]].model)
+  return model, state.with_pretrained_encoder(fresh, config[stage].model)
 
 
 def _pose_loss(model, variables, train, stage):
@@ -45,12 +45,11 @@ def _pose_loss(model, variables, train, stage):
   return float(losses.pose_loss(out["pose"], train["viewpoint"], 15.0, train["symmetry"])[0])
 
 
-@pytest.mark.parametrize("module", [student, teacher], ids=["student", "teacher"])
-def test_warm_up_trains_the_heads_on_the_encoders_own_features(config, module, caplog):
-  stage = module.__name__.split(".")[-1]
+@pytest.mark.parametrize("stage", ["student", "teacher"])
+def test_warm_up_trains_the_heads_on_the_encoders_own_features(config, stage, caplog):
   train_data, _ = inputs.load_data(config)
-  model, fresh = _fresh(module, config)
-  options = module.step_options(config)
+  model, fresh = _fresh(stage, config)
+  options = stages.STEP_OPTIONS[stage](config)
   with caplog.at_level(logging.INFO):
     warmed = head_warmup.warm_up(fresh, model, stage, config, train_data, options)
   # Its progress is logged like a stage's, the last step always.
@@ -102,8 +101,8 @@ def test_features_are_extracted_once_and_warm_up_needs_a_pretrained_encoder(conf
   again = head_warmup.training_features(config, "student", train_data, 0)
   assert len(calls) == extracted
   np.testing.assert_array_equal(first["features"], again["features"])
-  model, fresh = _fresh(student, config)
+  model, fresh = _fresh("student", config)
   config.student.model.pretrained = ""
   with pytest.raises(ValueError, match="head_warmup.steps=40 needs a pretrained encoder"):
     head_warmup.warm_up(fresh, model, "student", config, train_data,
-                        student.step_options(config))
+                        stages.student_step_options(config))

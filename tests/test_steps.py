@@ -10,8 +10,7 @@ import pytest
 from jax.sharding import Mesh
 
 from configs import default
-from kdpose import checkpoint, geometry, sharding, state, steps
-from kdpose.trainers import loop, student, teacher
+from kdpose import checkpoint, geometry, sharding, stages, state, steps
 
 BATCH, PAD = 16, 40
 
@@ -37,18 +36,18 @@ def _mesh(num_devices):
 
 
 def _teacher_state(config, mesh):
-  _, _, _, init_fn = teacher.build(config)
+  _, _, _, init_fn = stages.build_teacher(config)
   return state.create_sharded_state(init_fn, jax.random.key(0), mesh)
 
 
 def _run_student_step(config, mesh, batch):
   teacher_state, _, _ = _teacher_state(config, mesh)
-  model, tx, schedule, init_fn = student.build(config)
+  model, tx, schedule, init_fn = stages.build_student(config)
   student_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(1), mesh)
-  step = loop.jit_train_step(functools.partial(
+  step = stages.jit_train_step(functools.partial(
       steps.student_train_step, model=model,
-      teacher=teacher.build(config)[0], tx=tx, schedule=schedule,
-      options=student.step_options(config)), init_fn, mesh, num_frozen=1)
+      teacher=stages.build_teacher(config)[0], tx=tx, schedule=schedule,
+      options=stages.student_step_options(config)), init_fn, mesh, num_frozen=1)
   teacher_vars = teacher_state.variables()
   before = jax.tree.map(np.asarray, teacher_vars)
   new_state, metrics = step(student_state, teacher_vars, sharding.host_to_global(batch, mesh),
@@ -59,11 +58,11 @@ def _run_student_step(config, mesh, batch):
 def test_teacher_step_updates_params_and_reports_terms():
   config = _config()
   mesh = _mesh(1)
-  model, tx, schedule, init_fn = teacher.build(config)
+  model, tx, schedule, init_fn = stages.build_teacher(config)
   train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
-  step = loop.jit_train_step(functools.partial(
+  step = stages.jit_train_step(functools.partial(
       steps.teacher_train_step, model=model, tx=tx, schedule=schedule,
-      options=teacher.step_options(config)), init_fn, mesh)
+      options=stages.teacher_step_options(config)), init_fn, mesh)
   params_before = jax.tree.map(np.asarray, train_state.params)
   new_state, metrics = step(train_state, sharding.host_to_global(_batch(), mesh),
                             jax.random.key(3))
@@ -101,7 +100,7 @@ def test_contrastive_kd_trains_the_projector_only_when_it_is_used(ckd_projector)
   config.student.ckd_projector = ckd_projector
   config.student.optimizer.weight_decay = 0.0  # L2 decay would move every weight.
   mesh = _mesh(1)
-  _, init_fn = student.build(config)[2:]
+  _, init_fn = stages.build_student(config)[2:]
   initial = state.create_sharded_state(init_fn, jax.random.key(1), mesh)[0].params["projector"]
   _, _, new_state, _ = _run_student_step(config, mesh, _batch(2))
   moved = jax.tree.map(lambda a, b: not np.allclose(a, b), initial,
@@ -113,13 +112,13 @@ def test_contrastive_kd_trains_the_projector_only_when_it_is_used(ckd_projector)
 
 def test_baseline_student_runs_without_teacher():
   config = default.get_config("tiny,baseline")
-  assert not student.distills(config)
+  assert not stages.distills(config)
   mesh = _mesh(2)
-  model, tx, schedule, init_fn = student.build(config)
+  model, tx, schedule, init_fn = stages.build_student(config)
   train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(1), mesh)
-  step = loop.jit_train_step(functools.partial(
+  step = stages.jit_train_step(functools.partial(
       steps.student_train_step, model=model, teacher=None, tx=tx, schedule=schedule,
-      options=student.step_options(config)), init_fn, mesh, num_frozen=1)
+      options=stages.student_step_options(config)), init_fn, mesh, num_frozen=1)
   _, metrics = step(train_state, {}, sharding.host_to_global(_batch(), mesh), jax.random.key(0))
   metrics = jax.device_get(metrics)
   assert not any(k.startswith("kd/") for k in metrics)
@@ -129,11 +128,11 @@ def test_baseline_student_runs_without_teacher():
 def test_eval_step_reports_error_of_decoded_prediction():
   config = _config()
   mesh = _mesh(1)
-  model, _, _, init_fn = teacher.build(config)
+  model, _, _, init_fn = stages.build_teacher(config)
   train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
   batch = sharding.host_to_global(_batch(), mesh)
   out = jax.jit(functools.partial(steps.eval_step, model=model,
-                                  options=teacher.step_options(config), uses_points=True))(
+                                  options=stages.teacher_step_options(config), uses_points=True))(
       train_state.variables(), batch)
   assert out["viewpoint"].shape == (BATCH, 3) and out["error"].shape == (BATCH,)
   predicted, label = (np.asarray(out["viewpoint"], np.float64),
@@ -149,10 +148,10 @@ def test_eval_step_reports_error_of_decoded_prediction():
 def test_steps_take_the_batch_symmetry_and_require_it():
   config = _config()
   mesh = _mesh(1)
-  model, tx, schedule, init_fn = teacher.build(config)
-  step = loop.jit_train_step(functools.partial(
+  model, tx, schedule, init_fn = stages.build_teacher(config)
+  step = stages.jit_train_step(functools.partial(
       steps.teacher_train_step, model=model, tx=tx, schedule=schedule,
-      options=teacher.step_options(config)), init_fn, mesh)
+      options=stages.teacher_step_options(config)), init_fn, mesh)
   run = {}
   for code in (geometry.SYMMETRY_NONE, geometry.SYMMETRY_CONTINUOUS):
     batch = dict(_batch(), symmetry=np.full(BATCH, code, np.int32))
@@ -168,20 +167,20 @@ def test_steps_take_the_batch_symmetry_and_require_it():
   assert continuous["acc30"] > plain["acc30"] and continuous["med_err"] < plain["med_err"]
   no_symmetry = {k: v for k, v in _batch().items() if k != "symmetry"}
   with pytest.raises(KeyError, match="the batch has no 'symmetry'"):
-    steps.eval_step({}, no_symmetry, model=model, options=teacher.step_options(config),
+    steps.eval_step({}, no_symmetry, model=model, options=stages.teacher_step_options(config),
                     uses_points=True)
 
 
 def test_eval_step_with_swapped_shapes_sees_the_points_half_a_batch_away():
   config = _config()
   mesh = _mesh(2)
-  model, _, _, init_fn = teacher.build(config)
+  model, _, _, init_fn = stages.build_teacher(config)
   train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
   batch = _batch()
   rolled = dict(batch, points=np.concatenate([batch["points"][BATCH // 2:],
                                               batch["points"][:BATCH // 2]]))
   run = lambda b, swap: jax.device_get(jax.jit(functools.partial(
-      steps.eval_step, model=model, options=teacher.step_options(config), uses_points=True,
+      steps.eval_step, model=model, options=stages.teacher_step_options(config), uses_points=True,
       swap_shapes=swap))(train_state.variables(), sharding.host_to_global(b, mesh)))
   swapped, own = run(batch, True), run(batch, False)
   np.testing.assert_allclose(swapped["confidence"], run(rolled, False)["confidence"], atol=1e-6)
@@ -248,7 +247,7 @@ def test_alignment_moves_the_fused_embedding_only_without_the_stop(stop):
           for key in ("logits", "offsets")}
   fused = jnp.asarray(rng.normal(size=(BATCH, 8)), jnp.float32)
   image = jnp.asarray(rng.normal(size=(BATCH, 8)), jnp.float32)
-  options = dataclasses.replace(teacher.step_options(_config()), align_stop_gradient=stop)
+  options = dataclasses.replace(stages.teacher_step_options(_config()), align_stop_gradient=stop)
 
   def loss(fused, image):
     outputs = {"pose": pose, "embedding": fused, "image_embedding": image}

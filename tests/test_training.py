@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from kdpose import checkpoint, sharding, trainers
+from kdpose import checkpoint, sharding, stages, trainers
 from kdpose import state as state_lib
 from kdpose.data import pipeline
 from kdpose.trainers import preemption
@@ -314,8 +314,7 @@ def _copy_teacher_run(tiny_run, destination):
 
 
 def _teacher_abstract(data_dir):
-  from kdpose.trainers import teacher
-  init_fn = teacher.build(_config(data_dir))[3]
+  init_fn = stages.build_teacher(_config(data_dir))[3]
   return state_lib.abstract_state(init_fn, sharding.make_mesh())[0]
 
 

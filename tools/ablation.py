@@ -23,8 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kdpose import trainers
-from kdpose.trainers import student as student_trainer
+from kdpose import stages, trainers
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402 (after choosing the backend)
@@ -53,7 +52,7 @@ _GROUPS = ("base", "novel")
 def apply_variant(student, variant: str) -> None:
   """Sets the KD weights of the ``student`` config block for ``variant`` (see ``VARIANTS``)."""
   terms = VARIANTS[variant]["terms"]
-  for name in student_trainer.KD_TERMS:
+  for name in stages.KD_TERMS:
     weight = student[f"{name}_weight"]
     student[f"{name}_weight"] = (weight or 1.0) if name in terms else 0.0
   student.pose_aware = VARIANTS[variant]["pose_aware"]

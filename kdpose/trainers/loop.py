@@ -15,7 +15,7 @@ from clu import metric_writers
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from kdpose import checkpoint, intervals, metrics, plots, sharding, stages
+from kdpose import checkpoint, intervals, metrics, plots, sharding
 from kdpose import state as state_lib
 from kdpose.data import pipeline, registry
 from kdpose.trainers import evaluation, inputs, preemption
@@ -234,6 +234,3 @@ def run_stage(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh) -> dic
                  intervals.format_intervals(report["all_views"]["intervals"], "all views"))
   return reports
 
-
-# Kept under the loop's name for its callers; defined in ``kdpose.stages`` (no TF).
-jit_train_step = stages.jit_train_step

@@ -13,20 +13,13 @@ from ml_collections import ConfigDict
 
 from kdpose import checkpoint, run_config, sharding, stages, state, steps
 from kdpose.data import pipeline
-from kdpose.trainers import head_warmup, loop, teacher
+from kdpose.trainers import head_warmup, loop
 
 # What a frozen teacher must have been trained on to take the student's inputs: crops of this
 # side, this many points, these bins, from this dataset. (Image normalisation cannot differ:
 # each encoder normalises its [0, 1] crops itself, with the constants of its own weights.)
 TEACHER_INPUT_KEYS = ("image_size", "num_points", "bin_size", "dataset.name",
                       "dataset.config_name")
-
-
-# Kept under the trainer's names for its callers; defined in ``kdpose.stages`` (no TF).
-KD_TERMS = stages.KD_TERMS
-step_options = stages.student_step_options
-distills = stages.distills
-build = stages.build_student
 
 
 def _lookup(config: ConfigDict, dotted: str):
@@ -62,7 +55,7 @@ def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
         f"The teacher of {teacher_root} was trained on other inputs than this student feeds it "
         f"({'; '.join(differences)}). Train the student with the teacher's values (e.g. "
         f"--config.image_size=...) or train a teacher for these inputs.")
-  model, _, _, init_fn = teacher.build(teacher_config)
+  model, _, _, init_fn = stages.build_teacher(teacher_config)
   checkpoints = checkpoint.StageCheckpoints(teacher_dir, read_only=True)
   abstract, _ = state.abstract_state(init_fn, mesh)
   restored, _ = checkpoints.restore(abstract)
@@ -76,7 +69,7 @@ def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
 def make_stage(config: ConfigDict, workdir: str, mesh: Mesh, train_data: pipeline.SplitData,
                eval_data: dict[str, pipeline.SplitData]) -> loop.Stage:
   teacher_model, teacher_variables = None, {}
-  if distills(config):
+  if stages.distills(config):
     teacher_model, teacher_variables = load_frozen_teacher(config, workdir, mesh)
   jitted, model, init_fn, options = stages.student_train_step(config, mesh, teacher_model)
   eval_step = jax.jit(functools.partial(steps.eval_step, model=model, options=options,

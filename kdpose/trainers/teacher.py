@@ -12,10 +12,6 @@ from kdpose import stages, steps
 from kdpose.data import pipeline
 from kdpose.trainers import head_warmup, loop
 
-# Kept under the trainer's names for its callers; defined in ``kdpose.stages`` (no TF).
-step_options = stages.teacher_step_options
-build = stages.build_teacher
-
 
 def make_stage(config: ConfigDict, mesh: Mesh, train_data: pipeline.SplitData,
                eval_data: dict[str, pipeline.SplitData]) -> loop.Stage:
