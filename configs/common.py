@@ -6,7 +6,7 @@ import dataclasses
 
 import ml_collections
 
-from kdpose import augment, models
+from kdpose import augment, models, stages
 
 
 def optimizer(learning_rate: float = 1e-3, weight_decay: float = 5e-4, schedule: str = "cosine",
@@ -103,7 +103,7 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
     if variant == "tiny":
       shrink(config)
     elif variant == "baseline":
-      for name in ("ckd", "logit", "feature"):
+      for name in stages.KD_TERMS:
         config.student[f"{name}_weight"] = 0.0
     elif variant == "fast":
       config.image_size, config.num_points = 64, 256

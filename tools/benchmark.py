@@ -48,7 +48,8 @@ from ml_collections import config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from kdpose import augment, inference, sharding, stages, state  # noqa: E402 (after the path)
+from configs import common  # noqa: E402 (after the path)
+from kdpose import augment, inference, sharding, stages, state  # noqa: E402
 from tools.peer.batch import make_batch  # noqa: E402 (numpy only: both sides draw this batch)
 
 FLAGS = flags.FLAGS
@@ -139,11 +140,8 @@ def _predictor(config, mesh, batch) -> Timed:
 
 
 def baseline_config(config):
-  """The same config with every KD weight 0 (the student trained without distillation)."""
-  config = config.copy_and_resolve_references()
-  for name in stages.KD_TERMS:
-    config.student[f"{name}_weight"] = 0.0
-  return config
+  """The same config with every KD weight 0 (the configs' ``baseline`` variant)."""
+  return common.apply_variants(config.copy_and_resolve_references(), "baseline", shrink=None)
 
 
 def matmul_peak(size: int, repeats: int = 5) -> float:
