@@ -26,8 +26,23 @@ def test_collective_bytes_counts_the_all_gather_and_the_all_reduce_of_a_known_pr
   # one [16] vector.
   program = jax.jit(lambda x: (2 * x, x.sum(0)), out_shardings=(replicated, replicated))
   found = benchmark.collective_bytes(program.lower(x).compile().as_text())
-  assert found == {"all-gather": {"count": 1, "bytes": 64 * 16 * 4},
-                   "all-reduce": {"count": 1, "bytes": 16 * 4}}
+  assert found == {"all-gather": {"count": 1, "bytes": 64 * 16 * 4, "in_loop": 0},
+                   "all-reduce": {"count": 1, "bytes": 16 * 4, "in_loop": 0}}
+
+
+def test_collective_bytes_counts_every_element_of_a_combined_tuple_and_flags_loops():
+  # XLA combines gradient all-reduces into tuple ops whose shapes carry /*index=N*/ marks (the
+  # first count missed them); a collective in a while body runs once per iteration.
+  hlo = (
+      "  %all-reduce.7 = (f32[240]{0}, f32[8,2]{1,0}, f32[1]{0}, f32[1]{0}, f32[1]{0}, "
+      "/*index=5*/bf16[4]{0}) all-reduce(%a, %b, %c, %d, %e, /*index=5*/%f), channel_id=3, "
+      'metadata={op_name="jit(step)/transpose(jvp(M))/dense/dot_general"}\n'
+      "  %all-gather.2 = f32[4,8,3]{2,1,0} all-gather(%g), dimensions={1}, "
+      'metadata={op_name="jit(step)/transpose(jvp(M))/conv/while/body/dynamic_slice"}\n'
+      "  %add.1 = f32[3]{0} add(%h, %i)\n")
+  assert benchmark.collective_bytes(hlo) == {
+      "all-reduce": {"count": 1, "bytes": 4 * (240 + 16 + 3) + 2 * 4, "in_loop": 0},
+      "all-gather": {"count": 1, "bytes": 4 * 4 * 8 * 3, "in_loop": 1}}
 
 
 def test_the_benchmark_runs_without_the_training_stack(tmp_path, without_training_stack):
@@ -53,4 +68,8 @@ def test_the_benchmark_runs_without_the_training_stack(tmp_path, without_trainin
   # embeddings across devices, so it has an all-gather the baseline step lacks.
   assert "all-gather" in report["collectives"]["student_kd"]
   assert report["collectives"]["student_baseline"]["all-reduce"]["bytes"] > 0
+  # The baseline step's cross-device traffic is the reduction of gradients and BatchNorm
+  # moments, plus the batch's 16 training errors gathered for their median (the shifted
+  # depthwise kernel gradient once gathered every activation).
+  assert report["collectives"]["student_baseline"]["all-gather"]["bytes"] == 16 * 4
   assert report["kd_over_baseline"] > 0

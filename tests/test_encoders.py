@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdpose import models
+from kdpose import models, sharding
 from kdpose.models import depthwise, efficientnet, encoder_parts
 
 
@@ -41,6 +41,41 @@ def test_shifted_depthwise_equals_the_grouped_convolution_and_its_gradients(
   grads_grouped = jax.grad(loss(grouped), argnums=(0, 1))(variables, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads_shifted,
                grads_grouped)
+
+
+def _kernel_grads(x, sharded_batch=None):
+  """d sum(out * w) / d kernel of the shifted and the grouped 3x3 depthwise conv of ``x``."""
+  shifted, grouped = (depthwise.DepthwiseConv(3, 1, implementation=impl)
+                      for impl in ("shifted", "grouped"))
+  variables = shifted.init(jax.random.key(0), x[:1])
+  weights = jnp.asarray(np.random.default_rng(3).normal(size=x.shape), jnp.float32)
+  grad = lambda module: jax.jit(jax.grad(
+      lambda v, inputs, w: jnp.sum(module.apply(v, inputs) * w)))
+  if sharded_batch is not None:
+    x, weights = jax.device_put((x, weights), sharded_batch)
+  return [grad(m)(variables, x, weights)["params"]["kernel"] for m in (shifted, grouped)], (
+      grad(shifted).lower(variables, x, weights).compile().as_text())
+
+
+def test_shifted_kernel_gradient_sums_every_chunk_of_a_batch_of_several_chunks():
+  # 48 images: 3 iterations of 16 (the existing test's batch of 2 runs one).
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(48, 6, 6, 4)), jnp.float32)
+  (shifted, grouped), _ = _kernel_grads(x)
+  np.testing.assert_allclose(shifted, grouped, rtol=1e-4, atol=1e-4)
+  # Planted-bug check: dropping one image changes the kernel gradient far beyond the tolerance.
+  (partial, _), _ = _kernel_grads(x.at[47].set(0.0))
+  assert np.abs(np.asarray(partial) - np.asarray(grouped)).max() > 1e-2
+
+
+def test_shifted_kernel_gradient_keeps_a_sharded_batch_on_its_devices():
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 8
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(64, 6, 6, 4)), jnp.float32)
+  (shifted, grouped), hlo = _kernel_grads(x, sharding.batch_sharding(mesh))
+  np.testing.assert_allclose(shifted, grouped, rtol=1e-4, atol=1e-4)
+  # Only the [3, 3, 1, 4] kernel gradient crosses devices (one all-reduce), no activation.
+  assert "all-gather" not in hlo
+  assert "all-reduce" in hlo
 
 
 def test_depthwise_implementation_by_backend_and_unknown_names():

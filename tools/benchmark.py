@@ -166,20 +166,23 @@ def summarise(times: list[float], batch_size: int, flops: float, peak: float) ->
 
 
 def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
-  """kind -> {count, bytes}: every collective op of an HLO module and its result's bytes."""
+  """kind -> {count, bytes, in_loop}: every collective op of an HLO module, its result's bytes
+  (all the elements of a combined tuple op), and how many of them sit in a while loop's body
+  (``in_loop``: they run once per iteration, so ``bytes`` undercounts what they move)."""
   found = {}
   pattern = re.compile(r"=\s*(\(?[a-z0-9]+\[[^=]*?)\s+(" + "|".join(COLLECTIVES) +
                        r")(?:-start)?\(")
   for line in hlo_text.splitlines():
-    match = pattern.search(line)
+    match = pattern.search(re.sub(r"/\*.*?\*/", "", line))  # tuples carry /*index=5*/ marks
     if not match:
       continue
     shapes = re.findall(r"([a-z0-9]+)\[([0-9,]*)\]", match.group(1))
     size = sum(_DTYPE_BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
                for dtype, dims in shapes)
-    entry = found.setdefault(match.group(2), {"count": 0, "bytes": 0})
+    entry = found.setdefault(match.group(2), {"count": 0, "bytes": 0, "in_loop": 0})
     entry["count"] += 1
     entry["bytes"] += size
+    entry["in_loop"] += "/while/" in line
   return found
 
 
@@ -289,8 +292,9 @@ def markdown(report: dict) -> str:
               f"step fed by it {fed['fed_step_ms']:.0f} ms against {fed['device_step_ms']:.0f} "
               f"ms on a batch already on the device ({fed['fed_over_device']:.2f}x)."]
   if "collectives" in report:
-    lines += ["", "| step | collective | ops | MiB per step |", "|---|---|---|---|"]
-    lines += [f"| {step} | {kind} | {c['count']} | {c['bytes'] / 2**20:.2f} |"
+    lines += ["", "| step | collective | ops | of them in a loop | MiB per step |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {step} | {kind} | {c['count']} | {c['in_loop']} | {c['bytes'] / 2**20:.2f} |"
               for step, kinds in report["collectives"].items() for kind, c in kinds.items()]
   return "\n".join(lines) + "\n"
 

@@ -59,21 +59,28 @@ def _shifted_sum(x: jax.Array, kernel: jax.Array, stride: int, padding) -> jax.A
 
 def _kernel_grad(x: jax.Array, grad: jax.Array, k: int, stride: int, padding) -> jax.Array:
   """``d loss / d kernel [k, k, 1, C]`` from the input ``x`` and the output gradient ``grad``,
-  summed a few images at a time."""
+  summed a few images at a time.
+
+  Iteration ``t`` takes images ``t, t + n, t + 2n, ...`` (``n`` iterations): the batch reshaped
+  to ``[chunk, n, ...]`` keeps its leading axis, the one sharded over devices, so with the batch
+  split over ``D`` devices (``D`` dividing ``chunk``) each device sums its own images and the
+  per-image sums are added across devices once, after the loop: no activation leaves its device
+  (indexing the sharded axis instead all-gathers every activation of the loop)."""
   x = _pad(x, padding)
   batch, channels = x.shape[0], x.shape[-1]
   chunk = max(n for n in range(1, _GRAD_CHUNK + 1) if batch % n == 0)
-  xs = x.reshape(batch // chunk, chunk, *x.shape[1:])
-  grads = grad.reshape(batch // chunk, chunk, *grad.shape[1:])
+  xs = x.reshape(chunk, batch // chunk, *x.shape[1:])
+  grads = grad.reshape(chunk, batch // chunk, *grad.shape[1:])
   out_shape = grad.shape[1:3]
 
   def add_chunk(index, total):
-    taps = [jnp.sum(_tap(xs[index], i, j, stride, out_shape) * grads[index], axis=(0, 1, 2))
+    taps = [jnp.sum(_tap(xs[:, index], i, j, stride, out_shape) * grads[:, index], axis=(1, 2))
             for i in range(k) for j in range(k)]
-    return total + jnp.stack(taps)
+    return total + jnp.stack(taps, axis=1)
 
-  total = jax.lax.fori_loop(0, batch // chunk, add_chunk, jnp.zeros((k * k, channels), x.dtype))
-  return total.reshape(k, k, 1, channels)
+  per_image = jax.lax.fori_loop(0, batch // chunk, add_chunk,
+                                jnp.zeros((chunk, k * k, channels), x.dtype))
+  return per_image.sum(axis=0).reshape(k, k, 1, channels)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
