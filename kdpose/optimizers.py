@@ -17,12 +17,12 @@ MAX_CONSECUTIVE_SKIPS = 10
 
 
 def learning_rate_schedule(config: ConfigDict, num_steps: int) -> optax.Schedule:
-  """Linear warm-up, then ``cosine`` decay to 0, or ``step`` decay (x``decay_factor`` at the
-  fractions ``decay_at`` of training), or ``constant``."""
+  """Linear warm-up from 0 over ``warmup_steps``, then ``cosine`` decay to 0 at ``num_steps``, or
+  ``step`` decay (x``decay_factor`` at the fractions ``decay_at`` of training), or ``constant``."""
   base, warmup = config.learning_rate, min(config.warmup_steps, max(num_steps - 1, 0))
   if config.schedule == "cosine":
-    decay = optax.cosine_decay_schedule(base, max(num_steps - warmup, 1))
-  elif config.schedule == "step":
+    return optax.warmup_cosine_decay_schedule(0.0, base, warmup, warmup + max(num_steps - warmup, 1))
+  if config.schedule == "step":
     boundaries = {max(int(f * num_steps) - warmup, 1): config.decay_factor for f in config.decay_at}
     decay = optax.piecewise_constant_schedule(base, boundaries)
   elif config.schedule == "constant":
