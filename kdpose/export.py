@@ -1,7 +1,7 @@
 r"""The trained student as a self-contained export, and how it is loaded back.
 
   python -m kdpose.export --workdir runs/default [--out runs/default/export] [--step N] \
-      [--saved_model]
+      [--serialized]
 
 An export directory holds:
   model.json     format and its version, the student's model config, bin_size, image_size,
@@ -10,16 +10,19 @@ An export directory holds:
                  source run and step, the dataset's category names (informational), and the
                  size and sha256 of every checkpoint file.
   variables/     an orbax checkpoint of ``{"params", "batch_stats"}`` (no optimizer state).
-  saved_model/   optional TensorFlow SavedModel (``--saved_model``), signature
-                 ``serving_default``: ``images`` float32 ``[B, image_size, image_size, 3]``, RGB
-                 in [0, 255], already cropped -> ``azimuth``, ``elevation``, ``inplane`` ``[B]``
-                 (degrees) and ``confidence`` ``[B, 3]``.
+  predictor.jax_export  optional (``--serialized``): the predictor serialized by ``jax.export``
+                 (StableHLO, weights inside, lowered for CPU, CUDA and TPU, any batch size):
+                 ``images`` float32 ``[B, image_size, image_size, 3]``, RGB in [0, 255], already
+                 cropped -> ``(viewpoint [B, 3]`` degrees (azimuth, elevation, in-plane),
+                 ``confidence [B, 3])``. ``load_serialized`` runs it with jax alone: no kdpose
+                 model code, no flax. Its depthwise convolutions are those of the exporting
+                 machine's backend (models/depthwise.py): right everywhere, fastest there.
 
 ``load_export`` and ``write_export`` import no training code and no TensorFlow: a serving
 environment needs only kdpose's core dependencies (``pip install .``: jax, flax, optax,
 orbax-checkpoint, ml-collections, numpy, Pillow, absl-py), not its ``train`` extra;
 ``tools/check_serving_install.sh`` checks that in a clean venv. ``export_student`` (reading a
-training run) and ``--saved_model`` need the ``train`` extra. An export is built in a temporary
+training run) needs the ``train`` extra. An export is built in a temporary
 sibling directory and renamed into place, so a killed export never reads as complete.
 """
 
@@ -45,7 +48,7 @@ FORMAT_NAME = "kdpose-student-export"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 VARIABLES_DIR = "variables"
-SAVED_MODEL_DIR = "saved_model"
+SERIALIZED_FILE = "predictor.jax_export"
 _REQUIRED_KEYS = ("format", "format_version", "model", "bin_size", "image_size", "files")
 
 
@@ -95,7 +98,7 @@ def _manifest(root: str, subdir: str) -> dict[str, dict[str, Any]]:
 
 
 def _verify_files(model_dir: str, files: dict[str, dict[str, Any]]) -> None:
-  """Every checkpoint file listed in model.json is there, whole and unchanged."""
+  """Every file listed in model.json (``files``) is there, whole and unchanged."""
   for relpath, expected in sorted(files.items()):
     path = os.path.join(model_dir, relpath)
     if not os.path.isfile(path):
@@ -185,29 +188,31 @@ def _dataset_metadata(config) -> dict[str, Any]:
               novel_categories=list((info.metadata or {}).get(features.NOVEL_CATEGORIES_KEY, [])))
 
 
-def write_saved_model(path: str, model: models.Student, variables: dict[str, Any],
-                      image_size: int, bin_size: float) -> None:
-  """A TensorFlow SavedModel of the student (see the module docstring), lowered for CPU, CUDA
-  and TPU with a symbolic batch size."""
-  import tensorflow as tf
-  from jax.experimental import jax2tf
+def write_serialized(path: str, model: models.Student, variables: dict[str, Any],
+                     image_size: int, bin_size: float) -> None:
+  """The predictor (see the module docstring) with ``variables`` inside, serialized by
+  ``jax.export`` for CPU, CUDA and TPU with a symbolic batch size."""
 
-  def serve(variables, images):
-    crops = images / 255.0
-    viewpoint, confidence = inference.predict_crops(model, variables, crops, bin_size=bin_size)
-    return {"azimuth": viewpoint[:, 0], "elevation": viewpoint[:, 1],
-            "inplane": viewpoint[:, 2], "confidence": confidence}
+  def serve(images):
+    return inference.predict_crops(model, variables, images / 255.0, bin_size=bin_size)
 
-  converted = jax2tf.convert(
-      serve, polymorphic_shapes=[None, f"(b, {image_size}, {image_size}, 3)"],
-      with_gradient=False, native_serialization_platforms=("cpu", "cuda", "tpu"))
-  module = tf.Module()
-  module.variables_tree = tf.nest.map_structure(
-      lambda a: tf.Variable(jax.device_get(a), trainable=False), variables)
-  spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
-  module.serve = tf.function(lambda images: converted(module.variables_tree, images),
-                             input_signature=[spec], autograph=False)
-  tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+  images = jax.ShapeDtypeStruct(
+      jax.export.symbolic_shape(f"b, {image_size}, {image_size}, 3"), jnp.float32)
+  exported = jax.export.export(jax.jit(serve), platforms=("cpu", "cuda", "tpu"))(images)
+  with open(path, "wb") as f:
+    f.write(exported.serialize())
+
+
+def load_serialized(model_dir: str):
+  """``images [B, S, S, 3]`` (RGB in [0, 255]) -> ``(viewpoint [B, 3], confidence [B, 3])``:
+  the export's ``predictor.jax_export``, checked against ``model.json``, run by jax alone."""
+  files = read_metadata(model_dir)["files"]
+  if SERIALIZED_FILE not in files:
+    raise FileNotFoundError(f"{model_dir} has no {SERIALIZED_FILE}: export it with "
+                            "`python -m kdpose.export --serialized`.")
+  _verify_files(model_dir, {SERIALIZED_FILE: files[SERIALIZED_FILE]})
+  with open(os.path.join(model_dir, SERIALIZED_FILE), "rb") as f:
+    return jax.export.deserialize(bytearray(f.read())).call
 
 
 def _replace_directory(staging: str, out_dir: str) -> None:
@@ -225,7 +230,7 @@ def _replace_directory(staging: str, out_dir: str) -> None:
 
 def write_export(out_dir: str, model_config: dict[str, Any], variables: dict[str, Any], *,
                  image_size: int, bin_size: float, source: dict[str, Any],
-                 dataset: dict[str, Any] | None = None, saved_model: bool = False) -> str:
+                 dataset: dict[str, Any] | None = None, serialized: bool = False) -> str:
   """Writes the student of ``model_config`` with ``variables`` (``{"params", "batch_stats"}``)
   as an export at ``out_dir``, replacing an older export there; returns ``out_dir``.
 
@@ -250,11 +255,13 @@ def write_export(out_dir: str, model_config: dict[str, Any], variables: dict[str
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(staging, VARIABLES_DIR), jax.device_get(variables))
     checkpointer.wait_until_finished()
-    if saved_model:
-      write_saved_model(os.path.join(staging, SAVED_MODEL_DIR),
-                        models.build_student(meta["model"], meta["bin_size"]), variables,
-                        meta["image_size"], meta["bin_size"])
+    if serialized:
+      write_serialized(os.path.join(staging, SERIALIZED_FILE),
+                       models.build_student(meta["model"], meta["bin_size"]), variables,
+                       meta["image_size"], meta["bin_size"])
     meta["files"] = _manifest(staging, VARIABLES_DIR)
+    if serialized:
+      meta["files"][SERIALIZED_FILE] = _file_record(os.path.join(staging, SERIALIZED_FILE))
     with open(os.path.join(staging, MODEL_JSON), "w") as f:  # Last: it marks the export whole.
       json.dump(meta, f, indent=2, sort_keys=True)
     _replace_directory(staging, out_dir)
@@ -265,7 +272,7 @@ def write_export(out_dir: str, model_config: dict[str, Any], variables: dict[str
 
 
 def export_student(workdir: str, out_dir: str | None = None, step: int | None = None,
-                   saved_model: bool = False) -> str:
+                   serialized: bool = False) -> str:
   """Exports the student of the run in ``workdir`` (latest checkpoint, or ``step``).
 
   Returns the export directory (default ``workdir/export``).
@@ -277,7 +284,7 @@ def export_student(workdir: str, out_dir: str | None = None, step: int | None = 
                       config.student.model.to_dict(), variables,
                       image_size=config.image_size, bin_size=config.bin_size,
                       source={"workdir": workdir, "step": step},
-                      dataset=_dataset_metadata(config), saved_model=saved_model)
+                      dataset=_dataset_metadata(config), serialized=serialized)
 
 
 def _define_flags() -> None:
@@ -289,7 +296,8 @@ def _define_flags() -> None:
                       "student/checkpoints).")
   flags.DEFINE_string("out", None, "Export directory (default: WORKDIR/export).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-  flags.DEFINE_bool("saved_model", False, "Also write a TensorFlow SavedModel.")
+  flags.DEFINE_bool("serialized", False, "Also write the predictor serialized by jax.export "
+                    f"({SERIALIZED_FILE}).")
   flags.mark_flag_as_required("workdir")
 
 
@@ -299,7 +307,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
-  out_dir = export_student(values.workdir, values.out, values.step, values.saved_model)
+  out_dir = export_student(values.workdir, values.out, values.step, values.serialized)
   print(f"Exported the student (step {read_metadata(out_dir)['source']['step']}) to {out_dir}")
 
 

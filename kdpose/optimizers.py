@@ -21,7 +21,8 @@ def learning_rate_schedule(config: ConfigDict, num_steps: int) -> optax.Schedule
   ``step`` decay (x``decay_factor`` at the fractions ``decay_at`` of training), or ``constant``."""
   base, warmup = config.learning_rate, min(config.warmup_steps, max(num_steps - 1, 0))
   if config.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, base, warmup, warmup + max(num_steps - warmup, 1))
+    return optax.warmup_cosine_decay_schedule(0.0, base, warmup,
+                                              warmup + max(num_steps - warmup, 1))
   if config.schedule == "step":
     boundaries = {max(int(f * num_steps) - warmup, 1): config.decay_factor for f in config.decay_at}
     decay = optax.piecewise_constant_schedule(base, boundaries)

@@ -330,17 +330,39 @@ def test_serving_needs_no_training_stack(run, tmp_path, without_training_stack):
   np.testing.assert_allclose(json.loads(again), expected, atol=1e-4)
 
 
-def test_saved_model_gives_the_jax_angles(run, tmp_path):
-  tf = pytest.importorskip("tensorflow")
-  out = export.export_student(run.workdir, str(tmp_path / "export"), saved_model=True)
+def test_serialized_predictor_gives_the_jax_angles_for_any_batch_and_checks_its_file(
+    run, tmp_path):
+  out = export.export_student(run.workdir, str(tmp_path / "export"), serialized=True)
   model, variables, meta = export.load_export(out)
-  path = os.path.join(out, export.SAVED_MODEL_DIR)
-  crops = np.random.default_rng(5).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
-  served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(crops))
-  got = np.stack([served[k].numpy() for k in ("azimuth", "elevation", "inplane")], -1)
-  expected, _ = inference.predict_crops(model, variables, crops / 255.0,
-                                        bin_size=meta["bin_size"])
-  np.testing.assert_array_less(geometry.rotation_error(got, np.asarray(expected)), 1e-3)
+  served = export.load_serialized(out)
+  for batch in (6, 1):  # one artifact, any batch size
+    crops = np.random.default_rng(batch).uniform(0, 255, (batch, 32, 32, 3)).astype(np.float32)
+    viewpoint, confidence = served(crops)
+    expected, expected_confidence = inference.predict_crops(model, variables, crops / 255.0,
+                                                            bin_size=meta["bin_size"])
+    assert viewpoint.shape == (batch, 3)
+    np.testing.assert_array_less(
+        geometry.rotation_error(np.asarray(viewpoint), np.asarray(expected)), 1e-3)
+    np.testing.assert_allclose(confidence, expected_confidence, atol=1e-5)
+  # jax alone runs it: no flax, no kdpose in the process.
+  artifact = os.path.join(out, export.SERIALIZED_FILE)
+  code = ("import sys, jax, numpy as np\n"
+          f"data = bytearray(open({artifact!r}, 'rb').read())\n"
+          "call = jax.export.deserialize(data).call\n"
+          "viewpoint, _ = call(np.full((2, 32, 32, 3), 128.0, np.float32))\n"
+          "print(viewpoint.shape, [m for m in ('flax', 'kdpose') if m in sys.modules])\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split("\n")[-2] == "(2, 3) []"
+  # A damaged artifact is refused by name, not run.
+  path = os.path.join(out, export.SERIALIZED_FILE)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match="predictor.jax_export has .* truncated or corrupt"):
+    export.load_serialized(out)
+  with pytest.raises(FileNotFoundError, match="no predictor.jax_export.*--serialized"):
+    export.load_serialized(run.export_dir)
 
 
 def test_flip_test_is_the_same_on_a_batch_split_over_8_devices(run):
