@@ -149,3 +149,33 @@ def test_split_with_nothing_usable_fails_with_the_summary(tmp_path):
   rf.write_lines(os.path.join(raw, "Image_sets", "val.txt"), ["no_annotation"])
   with pytest.raises(RuntimeError, match="0 examples written.*1 missing annotation.*No example"):
     rf.build(objectnet3d.ObjectNet3D, os.fspath(tmp_path / "data"), raw)
+
+
+@pytest.mark.parametrize("split, filters", [
+    ("val", {}), ("val", {"drop_occluded": True}), ("val", {"drop_truncated": True}),
+    ("val", {"drop_difficult": True}), ("train", {"require_keypoints": True})])
+def test_load_split_reads_the_flags_as_tfds_decodes_them_and_filters_by_them(built, split,
+                                                                             filters):
+  from ml_collections import ConfigDict
+
+  from kdpose.data import pipeline
+
+  builder, _ = built
+  decoded = builder.as_data_source(split)
+  records = [decoded[i] for i in range(len(decoded))]
+  names = builder.info.features["category"].names
+  data = pipeline.load_split(builder, split, ConfigDict({"name": "objectnet3d", "pad_size": 64}),
+                             filters=filters, exclude_categories=("sofa",))
+  flag, drop_if = {"drop_occluded": ("occluded", True), "drop_truncated": ("truncated", True),
+                   "require_keypoints": ("has_keypoints", False),
+                   "drop_difficult": ("difficult", True)}.get(next(iter(filters), ""), ("", None))
+  expected = [i for i, r in enumerate(records) if names[r["category"]] != "sofa"
+              and (not flag or bool(r[flag]) != drop_if)]
+  np.testing.assert_array_equal(data.indices, expected)
+  assert list(data.categories) == [names[records[i]["category"]] for i in expected]
+  assert list(data.shape_ids) == [records[i]["shape_id"].decode() for i in expected]
+  if split == "val":  # its bed (c/0) is truncated and occluded: those filters drop it.
+    bed = [i for i, r in enumerate(records) if names[r["category"]] == "bed"]
+    assert bool(set(bed) & set(data.indices)) == (flag in ("", "difficult"))
+  else:  # of the train records only the aeroplane a/0 has keypoints.
+    assert list(data.categories) == ["aeroplane"]

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import ConfigDict
+from tensorflow_datasets.proto import tf_example_pb2
 
 from kdpose import geometry
 from kdpose.data import features as features_lib
@@ -79,6 +80,25 @@ def _pad_size(info: tfds.core.DatasetInfo, config: ConfigDict) -> int:
   return config.pad_size
 
 
+def scan_fields(builder: tfds.core.DatasetBuilder, split: str, names: Sequence[str],
+                read_size: int = 1024) -> dict[str, np.ndarray]:
+  """``name -> [num_records]`` of the scalar features ``names`` of every record of ``split``
+  (int64 for ints, bools and class labels, bytes for text), read from the serialized
+  ``tf.train.Example`` protos without decoding the rest of the record (image, points)."""
+  raw = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  values = {name: [] for name in names}
+  for start in range(0, len(raw), read_size):
+    for record in raw.__getitems__(range(start, min(start + read_size, len(raw)))):
+      feature = tf_example_pb2.Example.FromString(record).features.feature
+      for name in names:
+        kind = feature[name].WhichOneof("kind")
+        if kind not in ("int64_list", "bytes_list"):
+          raise ValueError(f"{builder.info.full_name}/{split}: feature {name!r} is stored as "
+                           f"{kind}, not a scalar int or text.")
+        values[name].append(getattr(feature[name], kind).value[0])
+  return {name: np.array(v) for name, v in values.items()}
+
+
 def load_split(builder: tfds.core.DatasetBuilder, split: str, config: ConfigDict, *,
                exclude_categories: Sequence[str] = (), filters: ConfigDict | dict = ()
                ) -> SplitData:
@@ -88,17 +108,15 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, config: ConfigDict
   if split not in info.splits:
     raise KeyError(f"Dataset {config.name} has no split {split!r}; it has {list(info.splits)}.")
   names = info.features["category"].names
-  # Scanning the flags must not decode every image.
-  light = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
-  records = [light[i] for i in range(len(light))]
-  keep = np.ones(len(records), bool)
+  fields = scan_fields(builder, split, (*_FLAGS, "category", "shape_id"))
+  keep = np.ones(len(fields["category"]), bool)
   filters = dict(filters)
   for flag, drop_if in (("difficult", True), ("truncated", True), ("occluded", True),
                         ("has_keypoints", False)):
     option = "require_keypoints" if flag == "has_keypoints" else f"drop_{flag}"
     if filters.get(option):
-      keep &= np.array([bool(r[flag]) != drop_if for r in records], bool)
-  categories = np.array([names[int(r["category"])] for r in records])
+      keep &= fields[flag].astype(bool) != drop_if
+  categories = np.array(names)[fields["category"].astype(np.int64)]
   keep &= ~np.isin(categories, list(exclude_categories))
   indices = np.flatnonzero(keep)
   if indices.size == 0:
@@ -106,7 +124,7 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, config: ConfigDict
                      f"excluding {list(exclude_categories)}.")
   return SplitData(
       source=builder.as_data_source(split), indices=indices, categories=categories[indices],
-      shape_ids=np.array([str(records[i]["shape_id"], "utf-8") for i in indices]),
+      shape_ids=np.char.decode(fields["shape_id"][indices].astype(bytes), "utf-8"),
       category_names=list(names), category_symmetry=category_symmetry_codes(info),
       novel_categories=_metadata_list(info, features_lib.NOVEL_CATEGORIES_KEY),
       pad_size=_pad_size(info, config), num_points=info.features["points"].shape[0])
