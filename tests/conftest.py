@@ -1,13 +1,27 @@
-"""Test set-up: 8 fake CPU devices so sharding tests run anywhere (set before jax is imported);
-the prelude that hides the training stack from a subprocess."""
+"""Test set-up, before jax is imported, inherited by the tests' subprocesses: the CPU platform
+with 8 fake devices, so sharding tests run the same on any machine (a GPU, or the user's own
+``XLA_FLAGS`` with another device count, cannot shrink the mesh); jax's persistent compilation
+cache in a directory of this session, so the many runs that compile the same programs (tiny
+runs in-process and in subprocesses) compile each once; the prelude that hides the training
+stack from a subprocess."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+import pytest  # (not jax: it must come after the environment below)
+
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ["XLA_FLAGS"] = " ".join(
+    [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+     if not flag.startswith(DEVICE_COUNT_FLAG)] + [f"{DEVICE_COUNT_FLAG}=8"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import pytest
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="kdpose-tests-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 # Python code that makes the training stack unimportable, as in an install of kdpose's core
 # dependencies without the `train` extra; put it first in a `python -c` program. A None entry in

@@ -60,8 +60,17 @@ def test_tiny_run_trains_both_stages_and_reports(data_dir, tiny_run):
       assert saved["novel"]["num_categories"] >= 1 and saved["base"]["num_categories"] >= 1
     assert glob.glob(os.path.join(workdir, "tensorboard", stage, "events.out.tfevents.*"))
   assert os.path.exists(os.path.join(workdir, "config.json"))
-  # A rerun of a finished run trains nothing and reports the same numbers.
+  # A rerun of a finished run trains nothing (no checkpoint or event file written or touched)
+  # and reports the same numbers.
+  def written():
+    paths = [p for pattern in ("*/checkpoints/**/*", "tensorboard/**/*")
+             for p in glob.glob(os.path.join(workdir, pattern), recursive=True)]
+    return {p: os.stat(p).st_mtime_ns for p in paths if os.path.isfile(p)}
+
+  before = written()
+  assert any("tfevents" in p for p in before) and any("checkpoints" in p for p in before)
   again = trainers.run(_config(data_dir), workdir)
+  assert written() == before
   assert again == json.loads(json.dumps(reports))
 
 
@@ -166,11 +175,14 @@ def test_non_finite_loss_stops_with_the_step_and_saves_nothing_after(data_dir, t
   config.stage = "teacher"
   config.teacher.optimizer.learning_rate = 1e30
   workdir = str(tmp_path / "nan")
-  with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d"):
+  with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d") as error:
     trainers.run(config, workdir)
+  failing = int(re.search(r"at step (\d+)", str(error.value)).group(1))
   ckpt_dir = os.path.join(workdir, "teacher", "checkpoints")
   steps = checkpoint.StageCheckpoints(ckpt_dir, read_only=True).all_steps()
-  assert 4 not in steps
+  # Nothing at or after the step the error names; the error names the last one kept.
+  assert all(step < failing for step in steps), (steps, failing)
+  assert f"the last checkpoint is step {max(steps, default=None)}" in str(error.value)
 
 
 @pytest.mark.parametrize("skip", [True, False])
