@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from kdpose.data import pipeline, registry
+
+
+def prepare(dataset: ConfigDict) -> tfds.core.DatasetBuilder:
+  """``registry.prepare`` for every process of a job: process 0 builds a missing dataset while
+  the others wait at a barrier (concurrent builds of one directory would collide), then each
+  opens the built one."""
+  if jax.process_count() > 1:
+    if jax.process_index() == 0:
+      registry.prepare(dataset)
+    multihost_utils.sync_global_devices(f"kdpose: dataset {dataset.name} prepared")
+  return registry.prepare(dataset)
 
 
 def load_data(config: ConfigDict) -> tuple[pipeline.SplitData, dict[str, pipeline.SplitData]]:
@@ -15,7 +28,7 @@ def load_data(config: ConfigDict) -> tuple[pipeline.SplitData, dict[str, pipelin
   ``dataset.exclude_novel``) and the evaluation splits by name. Fails when ``config.num_points``
   asks for more points than the dataset stores."""
   dataset = config.dataset
-  builder = registry.prepare(dataset)
+  builder = prepare(dataset)
   novel = list((builder.info.metadata or {}).get("novel_categories", []))
   train = pipeline.load_split(builder, dataset.train_split, dataset,
                               exclude_categories=novel if dataset.exclude_novel else (),
