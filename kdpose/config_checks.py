@@ -59,7 +59,11 @@ def validate(config: ConfigDict, mesh: Mesh) -> None:
 
 def check_workdir(workdir: str) -> None:
   """Creates ``workdir`` if needed and writes a file there, raising an OSError naming it (before
-  anything trains) when either fails."""
+  anything trains) when either fails. A URL (``gs://...``) is refused: the workdir is written
+  with local file calls, which would create a directory named ``gs:`` here."""
+  if "://" in workdir:
+    raise ValueError(f"Workdir {workdir}: kdpose writes its workdir with local file calls, not "
+                     "to URLs; mount the bucket (e.g. gcsfuse) and pass the mount's path.")
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.TemporaryFile(dir=workdir):

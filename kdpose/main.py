@@ -15,7 +15,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _set_up_process() -> None:
-  """Keeps TensorFlow (data and logging only) off accelerators; joins a multi-host job."""
+  """Keeps TensorFlow (data and logging only) off accelerators; joins a multi-process job if
+  the environment asks (``kdpose.multihost``)."""
   try:
     import tensorflow as tf  # only the entry point touches TF devices
   except ImportError as error:  # `pip install .` is the serving install.
@@ -25,12 +26,12 @@ def _set_up_process() -> None:
   tf.config.set_visible_devices([], "GPU")
   import jax
 
-  if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")) or (
-      "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1):
-    jax.distributed.initialize()
-  logging.info("JAX process %d/%d, %d local / %d global devices (%s).", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].platform)
+  from kdpose import multihost
+
+  multihost.initialize_from_env()
+  logging.info("JAX process %d/%d (pid %d), %d local / %d global devices (%s).",
+               jax.process_index(), jax.process_count(), os.getpid(), jax.local_device_count(),
+               jax.device_count(), jax.devices()[0].platform)
 
 
 def main(argv) -> None:

@@ -11,14 +11,17 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
 
 def make_mesh() -> Mesh:
-  """A 1-D mesh over all devices (all hosts) with the axis ``data``."""
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+  """A 1-D mesh over all devices (all hosts) with the axis ``data``, in the device order
+  ``jax.make_mesh`` picks for the platform (on TPU, one that follows the chip interconnect, so
+  a process's devices need not be neighbours: evaluation never assumes which rows a process
+  holds). Shardings propagate automatically (``AxisType.Auto``, not make_mesh's default)."""
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

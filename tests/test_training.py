@@ -22,11 +22,6 @@ from kdpose.trainers import preemption
 from kdpose.trainers import progress as progress_lib
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _config(data_dir, arg="tiny"):
   config = default.get_config(arg)
   config.dataset.data_dir = data_dir

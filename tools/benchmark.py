@@ -242,7 +242,9 @@ def input_pipeline(config, mesh, timed: Timed, batch_size: int) -> dict:
     host_s = (time.perf_counter() - start) / num_steps
     start = time.perf_counter()
     for _ in range(num_steps):
-      timed.set_input(2, sharding.host_to_global(next(batches), mesh))
+      batch = next(batches)
+      del batch["index"]  # the record indices: not a step input
+      timed.set_input(2, sharding.host_to_global(batch, mesh))
       timed()
     fed_s = (time.perf_counter() - start) / num_steps
   finally:

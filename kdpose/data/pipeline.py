@@ -135,7 +135,7 @@ def example_arrays(example: dict, pad_size: int) -> dict[str, np.ndarray]:
 
   Returns image uint8 ``[S, S, 3]`` (zero-padded bottom/right), box float32 ``[4]`` = (x1, y1,
   x2, y2) in pixels of that image, viewpoint float32 ``[3]`` degrees, points float32 ``[N, 3]``,
-  category int32. (``BatchLoader`` adds the category's int32 ``symmetry``.)
+  category int32. (``BatchLoader`` adds ``symmetry`` and ``index``.)
   """
   image = np.asarray(example["image"])
   if image.ndim == 2 or image.shape[-1] == 1:
@@ -173,7 +173,11 @@ def train_positions(step: int, global_batch_size: int, num_records: int, seed: i
 
 
 class BatchLoader:
-  """Loads host batches with a thread pool (PNG decoding releases the GIL) and prefetch."""
+  """Loads host batches with a thread pool (PNG decoding releases the GIL) and prefetch.
+
+  A batch holds ``example_arrays``' arrays stacked, the category's int32 ``symmetry [b]`` and
+  the int32 ``index [b]`` of each record in the split (not a model input).
+  """
 
   def __init__(self, data: SplitData, *, num_threads: int = 4, prefetch: int = 2):
     self.data = data
@@ -188,6 +192,7 @@ class BatchLoader:
                                                        self.data.pad_size), records)
     batch = _stack(list(examples))
     batch["symmetry"] = self.data.category_symmetry[batch["category"]]
+    batch["index"] = records.astype(np.int32)  # what was read, for evaluation and for logs
     return batch
 
   def iterate(self, positions_per_batch: Iterator[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
@@ -225,8 +230,8 @@ def train_batches(loader: BatchLoader, *, global_batch_size: int, seed: int, sta
 def eval_batches(loader: BatchLoader, *, global_batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """Every kept record once, in order; the last batch is padded (with record 0) and the bool
-  ``valid`` marks real rows. Gathered over processes, row ``k`` of batch ``b`` is kept record
-  ``b * global_batch_size + k``."""
+  ``valid`` marks real rows. Concatenated in process order, row ``k`` of batch ``b`` is kept
+  record ``b * global_batch_size + k`` (``index``: each row's record, in whatever order)."""
   num_records = len(loader.data.indices)
   num_batches = -(-num_records // global_batch_size)
   stream = np.arange(num_batches * global_batch_size).reshape(num_batches, global_batch_size)

@@ -5,6 +5,7 @@ comparisons of two runs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,9 @@ def predict_split(eval_step: Callable, variables: Any, data: pipeline.SplitData,
   """Runs the jitted ``eval_step(variables, batch)`` over every kept record of ``data``.
 
   Returns numpy arrays in record order: viewpoint ``[n, 3]`` and confidence ``[n, 3]`` of the
-  predictions, error ``[n]`` (degrees), and the labels ``target [n, 3]`` (degrees).
+  predictions, error ``[n]`` (degrees), and the labels ``target [n, 3]`` (degrees). Each row's
+  record index travels with it through the devices and the gather over processes, and orders
+  the rows: which rows of a global batch a process holds is the mesh's business.
   """
   loader = pipeline.BatchLoader(data)
   outputs = []
@@ -34,14 +37,22 @@ def predict_split(eval_step: Callable, variables: Any, data: pipeline.SplitData,
     for batch in pipeline.eval_batches(
         loader, global_batch_size=global_batch_size, process_index=jax.process_index(),
         process_count=jax.process_count()):
-      global_batch = sharding.host_to_global({k: batch[k] for k in _EVAL_KEYS}, mesh)
-      out = eval_step(variables, global_batch)
-      out["target"] = global_batch["viewpoint"]
+      global_batch = sharding.host_to_global(
+          {k: batch[k] for k in (*_EVAL_KEYS, "index", "valid")}, mesh)
+      out = eval_step(variables, {k: global_batch[k] for k in _EVAL_KEYS})
+      out |= {"target": global_batch["viewpoint"], "index": global_batch["index"],
+              "valid": global_batch["valid"]}
       outputs.append(multihost_utils.process_allgather(out, tiled=True))
   finally:
     loader.close()
-  num_records = len(data.indices)
-  return {key: np.concatenate([o[key] for o in outputs])[:num_records] for key in outputs[0]}
+  gathered = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+  valid = gathered.pop("valid")
+  indices = gathered.pop("index")[valid]
+  order = np.argsort(indices, kind="stable")
+  if not np.array_equal(indices[order], data.indices):
+    raise ValueError(f"Evaluation gathered {indices.size} predictions that are not the "
+                     f"{data.indices.size} records of the split once each.")
+  return {key: value[valid][order] for key, value in gathered.items()}
 
 
 # The per-record arrays a predictions file keeps: enough to recompute and pair the headline numbers.
@@ -129,6 +140,7 @@ def write_report(report: dict, path: str) -> None:
   with open(partial, "w") as f:
     json.dump(report, f, indent=2, sort_keys=True)
   os.replace(partial, path)
+  logging.info("Wrote the report %s.", path)
 
 
 def write_predictions(predictions: dict[str, np.ndarray], path: str) -> None:

@@ -137,6 +137,13 @@ def _restore_or_init(stage: Stage, seed: int, mesh: Mesh, checkpoints: checkpoin
   return state
 
 
+def _log_shard(stage: str, step: int, records: np.ndarray) -> None:
+  """Logs the records ``[b]`` (indices in the split) that this process read for ``step``: with
+  several processes, each reads its own part of every global batch."""
+  logging.info("%s: process %d/%d reads records %s of step %d's global batch.", stage,
+               jax.process_index(), jax.process_count(), records.tolist(), step)
+
+
 def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
           ) -> state_lib.TrainState:
   """Trains ``stage`` to ``stage.config.num_steps``, resuming from its own checkpoints.
@@ -166,7 +173,11 @@ def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
     try:
       for step in range(start + 1, cfg.num_steps + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          batch = sharding.host_to_global(next(batches), mesh)
+          batch = next(batches)
+          records = batch.pop("index")
+          if step == start + 1:
+            _log_shard(stage.name, step, records)
+          batch = sharding.host_to_global(batch, mesh)
           state, step_metrics = stage.train_step(state, batch, step_rng)
         pending.append((step, step_metrics))
         progress(step)
