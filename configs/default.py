@@ -4,13 +4,15 @@ r"""The offline default: synthetic_views rendered from real meshes, sized for 2 
   python -m kdpose.main --config configs/default.py:tiny --workdir /tmp/kdpose_tiny
   python -m kdpose.main --config configs/default.py:baseline --workdir runs/baseline \
       --config.stage=student --config.teacher_workdir=runs/default
+  python -m kdpose.main --config configs/default.py:strong_teacher --workdir runs/strong_teacher
   python tools/ablation.py --config configs/default.py:fast --seeds 3 --workdir runs/ablation
 
 The default: ImageNet EfficientNet-Lite0 under the teacher and the student at 128 px, their new
-layers warmed up on its frozen features (1500 steps at batch 256 after a one-off 3-minute
-extraction: under a minute for the student, 27 for the teacher, whose PointNet trains too), then
-300 fine-tuning steps each (``common.apply_variants``' ``pretrained``); the teacher's alignment
-term moves only its image side.
+layers warmed up on its frozen features after a one-off 3-minute extraction (the student 1500
+steps at batch 256, under a minute; the teacher, whose PointNet trains too, 600 at batch 128,
+about 3 minutes), then 300 fine-tuning steps each (``common.apply_variants``' ``pretrained``);
+the teacher's alignment term moves only its image side. ``strong_teacher`` warms the teacher
+up 1500 steps at batch 256 (27 more minutes).
 ``tiny`` builds a tiny dataset from procedural meshes (no system packages) and trains a few
 random-weight steps; ``baseline`` is the same student without distillation (every KD weight 0);
 ``fast`` feeds 64 px crops, for studies of many runs.

@@ -11,7 +11,8 @@ import pytest
 from kdpose import models, optimizers
 
 CONFIGS = [("default", None), ("default", "tiny"), ("default", "fast"),
-           ("default", "pretrained"), ("default", "pretrained,baseline"), ("objectnet3d", None),
+           ("default", "pretrained"), ("default", "pretrained,baseline"),
+           ("default", "strong_teacher"), ("objectnet3d", None),
            ("pascal3d", None), ("pix3d_eval", None), ("synthetic_gpu", None)]
 
 
@@ -46,7 +47,10 @@ def test_the_default_is_the_pretrained_recipe_and_tiny_is_not():
     model = config[stage].model
     assert (model.image_encoder, model.pretrained) == ("efficientnet_lite0", "package")
     assert (model.pool_grid, model.frozen_stages, model.frozen_norm) == (2, 4, True)
-    assert (config[stage].head_warmup.steps, config[stage].head_warmup.batch_size) == (1500, 256)
+    warmup = (config[stage].head_warmup.steps, config[stage].head_warmup.batch_size)
+    assert warmup == ((600, 128) if stage == "teacher" else (1500, 256))
+    strong = default.get_config("strong_teacher")[stage].head_warmup
+    assert (strong.steps, strong.batch_size) == (1500, 256)
     tiny = default.get_config("tiny")[stage]
     assert (tiny.model.pretrained, tiny.head_warmup.steps) == ("", 0)
   assert models.input_normalization(config.student.model)["std"] == [128 / 255] * 3
@@ -57,5 +61,5 @@ def test_the_default_is_the_pretrained_recipe_and_tiny_is_not():
 def test_unknown_variant_lists_the_known_ones():
   from configs import default
 
-  with pytest.raises(ValueError, match="known: tiny, baseline, fast, pretrained"):
+  with pytest.raises(ValueError, match="known: tiny, baseline, fast, pretrained, strong_teacher"):
     default.get_config("huge")
