@@ -11,13 +11,15 @@ Every process calls save/restore (multi-host); orbax decides who writes what.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
+
+from kdpose import files
 
 
 class DamagedCheckpointError(ValueError):
@@ -53,7 +55,7 @@ def layout_differences(saved: Any, abstract_state: Any) -> list[str]:
 
 def has_steps(directory: str) -> bool:
   """Whether ``directory`` holds a complete checkpoint step (readable or not)."""
-  if not os.path.isdir(directory):
+  if not epath.Path(directory).is_dir():
     return False
   checkpoints = StageCheckpoints(directory, read_only=True)
   steps = checkpoints.all_steps()
@@ -65,8 +67,8 @@ class StageCheckpoints:
   """The checkpoints of one training stage in ``directory``."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, read_only: bool = False):
-    self.directory = os.path.abspath(directory)
-    if read_only and not os.path.isdir(self.directory):
+    self.directory = files.absolute(directory)
+    if read_only and not epath.Path(self.directory).is_dir():
       raise FileNotFoundError(f"No checkpoint directory {self.directory}.")
     self._read_only = read_only
     options = ocp.CheckpointManagerOptions(
@@ -145,8 +147,8 @@ class StageCheckpoints:
     multihost_utils.sync_global_devices("kdpose: damaged checkpoints read")
     if jax.process_index() == 0:
       for step in steps:
-        os.rename(os.path.join(self.directory, str(step)),
-                  os.path.join(self.directory, f"{step}.damaged-{int(time.time())}"))
+        directory = epath.Path(self.directory)
+        (directory / str(step)).rename(directory / f"{step}.damaged-{int(time.time())}")
     multihost_utils.sync_global_devices("kdpose: damaged checkpoints set aside")
     self._manager.reload()
 

@@ -7,8 +7,8 @@ Each error names the config key and the value; ``validate`` reports every bad va
 from __future__ import annotations
 
 import os
-import tempfile
 
+from etils import epath
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
@@ -58,16 +58,14 @@ def validate(config: ConfigDict, mesh: Mesh) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates ``workdir`` if needed and writes a file there, raising an OSError naming it (before
-  anything trains) when either fails. A URL (``gs://...``) is refused: the workdir is written
-  with local file calls, which would create a directory named ``gs:`` here."""
-  if "://" in workdir:
-    raise ValueError(f"Workdir {workdir}: kdpose writes its workdir with local file calls, not "
-                     "to URLs; mount the bucket (e.g. gcsfuse) and pass the mount's path.")
+  """Creates ``workdir`` if needed and writes and deletes a file there, raising an OSError
+  naming it (before anything trains) when either fails. A bucket (``gs://...``) works as a
+  local path does: every file of a run goes through etils.epath (``kdpose.files``, orbax)."""
+  probe = epath.Path(workdir) / f".kdpose_write_test_{os.getpid()}"
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
-      pass
-  except OSError as error:
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text("")
+    probe.unlink()
+  except Exception as error:  # OSError on a disk; gfile raises tf.errors.OpError types
     raise OSError(f"Workdir {workdir} is not writable ({error}); choose another --workdir."
                   ) from error

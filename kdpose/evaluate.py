@@ -21,6 +21,7 @@ import os
 import jax
 import ml_collections
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
 from kdpose import checkpoint, intervals, metrics, run_config, sharding, stages, state, steps
@@ -94,7 +95,7 @@ def run_predictions(workdir: str, stage: str, split: str, step: int | None = Non
   its final evaluation saved (``eval/<stage>_<split>.npz``) when neither ``step`` nor
   ``dataset`` is asked for and the file exists, else ``evaluate_checkpoint``'s, written here."""
   saved = evaluation.predictions_path(evaluation.report_path(workdir, stage, split))
-  if step is None and dataset is None and os.path.exists(saved):
+  if step is None and dataset is None and epath.Path(saved).exists():
     return evaluation.load_predictions(saved), saved
   report, predictions = evaluate_checkpoint(workdir, stage, split, step, dataset)
   path = write_evaluation(workdir, stage, split, dataset, report, predictions)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 import kdpose
-from kdpose import inference, models, run_config
+from kdpose import files, inference, models, run_config
 
 FORMAT_NAME = "kdpose-student-export"
 FORMAT_VERSION = 1
@@ -237,6 +237,10 @@ def write_export(out_dir: str, model_config: dict[str, Any], variables: dict[str
   ``image_size`` (pixels) and ``bin_size`` (degrees) are the student's; ``source`` (the run's
   workdir and step) and ``dataset`` (names, categories) are recorded for information.
   """
+  if files.is_url(out_dir):
+    raise ValueError(f"Export to {out_dir}: an export is written to a local directory (its "
+                     "directory swap is a local rename); export here, then copy it "
+                     "(gsutil -m cp -r).")
   out_dir = os.path.abspath(out_dir)
   meta = {
       "format": FORMAT_NAME, "format_version": FORMAT_VERSION,

@@ -9,6 +9,7 @@ Matplotlib draws on its Agg canvas directly (no pyplot, no global backend state)
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -18,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from kdpose import augment, visualize
+from kdpose import augment, files, visualize
 from kdpose.data import pipeline
 
 DPI = 100
@@ -135,9 +136,9 @@ def worst_best_figure(predictions: dict[str, np.ndarray], categories: np.ndarray
 
 def _save_png(image: np.ndarray, path: str) -> None:
   """Atomically: a reader never sees half a PNG."""
-  partial = path + ".partial"
-  Image.fromarray(image).save(partial, format="PNG")
-  os.replace(partial, path)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  files.write_atomically(path, buffer.getvalue())
 
 
 def write_evaluation_plots(report: dict[str, Any], predictions: dict[str, np.ndarray],
@@ -168,7 +169,6 @@ def write_evaluation_plots(report: dict[str, Any], predictions: dict[str, np.nda
       "errors": errors_figure(errors, categories, report),
       "worst_best": worst_best_figure(predictions, categories, report, images_fn),
   }
-  os.makedirs(out_dir, exist_ok=True)
   plots = {}
   for name, image in images.items():
     path = os.path.join(out_dir, f"{prefix}_{name}.png")

@@ -14,6 +14,9 @@ import os
 from typing import Any
 
 import ml_collections
+from etils import epath
+
+from kdpose import files
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -30,21 +33,17 @@ FREE_KEYS = frozenset(
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes ``workdir/config.json`` atomically (call on process 0 only)."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + ".partial", "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(path + ".partial", path)
+  files.write_atomically(os.path.join(workdir, CONFIG_FILE),
+                         config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with; a clear error when ``workdir`` is not a run."""
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"{path} not found: {workdir} is not a kdpose training workdir.")
   try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(epath.Path(path).read_text()))
   except json.JSONDecodeError as error:
     raise ValueError(f"{path} is not valid JSON ({error}).") from error
 
@@ -80,7 +79,7 @@ def record_config(config: ml_collections.ConfigDict, workdir: str, *, resuming: 
   (a line: time, key -> [old, new]). Every process checks; only the one with ``write`` writes.
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  if resuming and os.path.isfile(path):
+  if resuming and epath.Path(path).is_file():
     saved = load_run_config(workdir)
     unmatched = sorted(_flat(saved).keys() ^ _flat(config).keys())
     if unmatched:
@@ -95,8 +94,11 @@ def record_config(config: ml_collections.ConfigDict, workdir: str, *, resuming: 
           f"=True to go on with the change (recorded in {CHANGES_FILE}).")
     if changes and write:
       logging.warning("%s: the run goes on with a changed config: %s", path, listing)
-      with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
-        f.write(json.dumps({"time": datetime.datetime.now().astimezone().isoformat(),
-                            "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
+      # Read and rewritten whole (buckets do not append).
+      changes_path = epath.Path(workdir) / CHANGES_FILE
+      earlier = changes_path.read_text() if changes_path.exists() else ""
+      files.write_atomically(str(changes_path), earlier + json.dumps(
+          {"time": datetime.datetime.now().astimezone().isoformat(),
+           "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
   if write:
     save_config(config, workdir)

@@ -11,8 +11,7 @@ import pytest
 from kdpose import models, optimizers
 
 CONFIGS = [("default", None), ("default", "tiny"), ("default", "fast"),
-           ("default", "pretrained"), ("default", "pretrained,baseline"),
-           ("default", "strong_teacher"), ("objectnet3d", None),
+           ("default", "pretrained"), ("default", "pretrained,baseline"), ("objectnet3d", None),
            ("pascal3d", None), ("pix3d_eval", None), ("synthetic_gpu", None)]
 
 

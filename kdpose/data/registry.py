@@ -27,7 +27,16 @@ def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
 
 
 def get_builder(config: ConfigDict) -> tfds.core.DatasetBuilder:
-  """The builder for ``config`` (fields: name, config_name, data_dir), array_record format."""
+  """The builder for ``config`` (fields: name, config_name, data_dir), array_record format.
+
+  ``data_dir`` must be a local path: the open-source ArrayRecord reader opens files with
+  POSIX calls only (google/array_record#120), so a bucket's dataset is copied to each host's
+  disk first (``gsutil -m cp -r gs://.../synthetic_views DATA_DIR/``)."""
+  if "://" in config.data_dir:
+    raise ValueError(
+        f"dataset.data_dir={config.data_dir}: ArrayRecord files are read from local disks only "
+        "(google/array_record#120); copy the dataset to each host's disk (gsutil -m cp -r) "
+        "and pass that path.")
   kwargs = {"data_dir": os.path.abspath(config.data_dir), "file_format": "array_record"}
   if config.config_name:
     kwargs["config"] = config.config_name

@@ -4,6 +4,7 @@ comparisons of two runs."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -12,10 +13,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from kdpose import intervals, metrics, sharding
+from kdpose import files, intervals, metrics, sharding
 from kdpose.data import pipeline
 
 # What the eval step reads from a batch.
@@ -135,11 +137,7 @@ def write_report(report: dict, path: str) -> None:
   """Writes the JSON report atomically (process 0 only): never a half-written file."""
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  partial = path + ".partial"
-  with open(partial, "w") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
-  os.replace(partial, path)
+  files.write_atomically(path, json.dumps(report, indent=2, sort_keys=True))
   logging.info("Wrote the report %s.", path)
 
 
@@ -149,19 +147,17 @@ def write_predictions(predictions: dict[str, np.ndarray], path: str) -> None:
   (str), index ``[n]`` (record index in the split), novel ``[n]`` (bool)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  partial = path + ".partial"
-  with open(partial, "wb") as f:
-    np.savez_compressed(f, **{key: np.asarray(predictions[key]) for key in _SAVED_KEYS})
-  os.replace(partial, path)
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **{key: np.asarray(predictions[key]) for key in _SAVED_KEYS})
+  files.write_atomically(path, buffer.getvalue())
 
 
 def load_predictions(path: str) -> dict[str, np.ndarray]:
   """The arrays ``write_predictions`` wrote to ``path``."""
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f"No predictions file {path}: evaluate the run first "
                             "(python -m kdpose.evaluate --workdir ...).")
-  with np.load(path, allow_pickle=False) as saved:
+  with np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False) as saved:
     missing = sorted(set(_SAVED_KEYS) - set(saved.files))
     if missing:
       raise KeyError(f"{path} lacks {missing}; it has {sorted(saved.files)}.")

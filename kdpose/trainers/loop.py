@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 from clu import metric_writers
+from etils import epath
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
@@ -214,10 +215,10 @@ def _saved_reports(workdir: str, stage: str, splits, step: int) -> dict[str, dic
   reports = {}
   for split in splits:
     path = evaluation.report_path(workdir, stage, split)
-    if not (os.path.exists(path) and os.path.exists(evaluation.predictions_path(path))):
+    if not (epath.Path(path).exists()
+            and epath.Path(evaluation.predictions_path(path)).exists()):
       return None
-    with open(path) as f:
-      reports[split] = json.load(f)
+    reports[split] = json.loads(epath.Path(path).read_text())
     if reports[split].get("step") != step or not _REPORT_KEYS <= set(reports[split]):
       return None
   return reports

@@ -8,6 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from etils import epath
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
@@ -43,7 +44,7 @@ def load_frozen_teacher(config: ConfigDict, workdir: str, mesh: Mesh
   """
   teacher_root = config.teacher_workdir or workdir
   teacher_dir = os.path.join(teacher_root, "teacher", "checkpoints")
-  if not os.path.isdir(teacher_dir):
+  if not epath.Path(teacher_dir).is_dir():
     raise FileNotFoundError(
         f"Stage 2 needs a trained teacher: no checkpoints in {teacher_dir}. Run stage 1 first "
         "(config.stage='teacher' or 'all') or point config.teacher_workdir at a run that has one.")
