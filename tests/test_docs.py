@@ -123,3 +123,19 @@ def test_a_failing_check_block_fails_the_run_and_shows_its_output(tmp_path):
   assert result.returncode == 1, result.stdout
   assert "the block failed (exit 1)" in result.stdout
   assert "planted failure" in result.stdout and "after" not in result.stdout.split("failed")[1]
+
+
+def test_computed_flag_names_are_listed_by_importing_the_program(tmp_path):
+  program = tmp_path / "program.py"
+  program.write_text(textwrap.dedent("""\
+      from absl import flags
+      OPTIONS = {"epochs": 3, "grid": 1}
+
+      def _define_flags():
+        for name, value in OPTIONS.items():
+          flags.DEFINE_integer(name, value, "An option.")
+        flags.DEFINE_string("out", "", "Output.")
+      """))
+  flags, dynamic = check_docs.source_flags(str(program))
+  assert dynamic and flags.names == {"out"} and flags.likely == {"epochs", "grid"}
+  assert {"epochs", "grid", "out"} <= check_docs.imported_flags(str(program), REPO)

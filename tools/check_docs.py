@@ -102,8 +102,8 @@ class Checker:
     self.problems.append(f"{os.path.relpath(path)}:{line}: {message}")
 
   def flags_of(self, invocation: Invocation, name: str | None = None) -> Flags:
-    """The program's flags; for a program with computed flag names, imported (only once a
-    flag its source does not spell is asked about)."""
+    """The program's flags. A program with computed flag names is imported to list them, once
+    a flag is asked about that neither its source spells nor its dict literals hold."""
     if invocation.path not in self._flags:
       flags, dynamic = source_flags(invocation.path)
       if flags.absl:
@@ -111,8 +111,10 @@ class Checker:
       self._flags[invocation.path] = flags
       self._dynamic[invocation.path] = dynamic
     flags = self._flags[invocation.path]
-    if name is not None and name not in flags.names and self._dynamic.pop(invocation.path, 0):
+    if (name is not None and name not in flags.names | flags.likely
+        and self._dynamic.pop(invocation.path, 0)):
       flags.names |= imported_flags(invocation.path, self.root)
+      flags.likely = set()  # the exact list from now on
     return flags
 
   def check_invocation(self, path: str, line: int, invocation: Invocation) -> None:
@@ -129,7 +131,7 @@ class Checker:
       self.counts["flags"] += 1
       if "." in name and root_name in flags.config_flags:
         overrides.append((root_name, name.split(".", 1)[1], value if "=" in arg else None))
-      elif name in self.flags_of(invocation, name).names or (
+      elif name in (self.flags_of(invocation, name).names | flags.likely) or (
           name.startswith("no") and name[2:] in flags.names):
         if name in flags.config_flags:
           given[name] = value

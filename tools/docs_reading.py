@@ -180,6 +180,10 @@ class Flags:
   names: set[str]
   config_flags: dict[str, str | None]  # name -> default config file
   absl: bool
+  # A program whose flag names are computed: the string keys of its dict literals, where such
+  # names usually come from (accepted without importing it; other names make the checker
+  # import the program to list its flags).
+  likely: set[str] = dataclasses.field(default_factory=set)
 
 
 def _call_name(node: ast.Call) -> str:
@@ -198,6 +202,8 @@ def source_flags(path: str) -> tuple[Flags, bool]:
     tree = ast.parse(f.read(), path)
   flags, dynamic = Flags(set(), {}, False), False
   for node in ast.walk(tree):
+    if isinstance(node, ast.Dict):
+      flags.likely.update(filter(None, map(_literal, node.keys)))
     if not isinstance(node, ast.Call):
       continue
     name = _call_name(node)
@@ -213,6 +219,8 @@ def source_flags(path: str) -> tuple[Flags, bool]:
         flags.config_flags[first] = _literal(node.args[1]) if len(node.args) > 1 else None
     elif name == "add_argument":
       flags.names.update(a.lstrip("-") for a in map(_literal, node.args) if a and a[0] == "-")
+  if not dynamic:
+    flags.likely = set()
   return flags, dynamic
 
 
