@@ -102,8 +102,8 @@ def test_predictor_equals_eval_step(run):
 class _KnowsLeftFromRight(nn.Module):
   """No weights. Sure (logit 10) of azimuth bin 2 (37.5 degrees) when the crop's left half is
   brighter than its right half; when it is darker that logit is -10, so the first bin (7.5
-  degrees) wins, unsure (about 1/23); equal halves: every azimuth logit 0 (1/24). Elevation bin 7 and
-  in-plane bin 13 (22.5 degrees each) at logit 10 always; offsets 0."""
+  degrees) wins, unsure (about 1/23); equal halves: every azimuth logit 0 (1/24). Elevation
+  bin 7 and in-plane bin 13 (22.5 degrees each) at logit 10 always; offsets 0."""
 
   @nn.compact
   def __call__(self, crops, *, train):
