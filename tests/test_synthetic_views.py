@@ -27,8 +27,8 @@ def _tiny_config() -> sv.SyntheticViewsConfig:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
+def tiny_dir(data_dir):
+  """The session's tiny dataset (tests/conftest.py), built here if no test built it before."""
   sv.SyntheticViews(data_dir=data_dir, config="tiny", file_format="array_record"
                     ).download_and_prepare()
   return data_dir
