@@ -43,7 +43,8 @@ def without_training_stack() -> str:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
   """The TFDS data_dir of the tests' tiny synthetic_views dataset (configs/default.py:tiny),
-  built by the first run that needs it."""
+  built once per session by the first test or run that needs it (each build takes seconds of
+  rendering): every test of that dataset reads this one."""
   return str(tmp_path_factory.mktemp("tfds"))
 
 

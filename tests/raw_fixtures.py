@@ -150,6 +150,72 @@ def write_pix3d_json(path: str, records: list[dict]) -> None:
     json.dump(records, f)
 
 
+def read_off(path) -> np.ndarray:
+  """The vertices ``[V, 3]`` of an OFF file (the CAD models of Pascal3D+ and ObjectNet3D)."""
+  with open(path) as f:
+    lines = [line for line in f.read().splitlines() if line.strip()]
+  num_vertices = int(lines[1].split()[0])
+  return np.array([[float(c) for c in line.split()[:3]] for line in lines[2:2 + num_vertices]])
+
+
+def read_mat_viewpoint(path, index: int) -> dict[str, float]:
+  """The numbers of ``record.objects(index + 1).viewpoint`` of an annotation file."""
+  record = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["record"]
+  viewpoint = np.atleast_1d(record.objects)[index].viewpoint
+  return {name: float(getattr(viewpoint, name)) for name in (
+      "azimuth", "elevation", "theta", "distance", "focal", "px", "py", "viewport")}
+
+
+def toolbox_projection(x3d: np.ndarray, vp: dict[str, float]) -> np.ndarray:
+  """Pixel coordinates ``[N, 2]`` (x right, y down) of CAD points ``x3d [N, 3]``, by the camera
+  model of the Pascal3D+ / ObjectNet3D toolbox (``project_3d.m`` of their author, Yu Xiang:
+  github.com/yuxng/Pose_Dataset, segmentation/project_3d.m), written out from its formulas and
+  independent of kdpose.geometry. The camera centre is ``C = d (cos e sin a, -cos e cos a,
+  sin e)``; the world turns by ``R = Rx(-(pi/2 - e)) Rz(-a)``; a pinhole of ``viewport * focal``
+  pixels with ``P = diag(M f, M f, -1) [R | -R C]``; then the image plane turns by theta, y flips
+  to point down, and the principal point ``(px, py)`` is added."""
+  a, e, theta = (np.deg2rad(vp[k]) for k in ("azimuth", "elevation", "theta"))
+  d, f, m = vp["distance"], vp["focal"], vp["viewport"]
+  centre = d * np.array([np.cos(e) * np.sin(a), -np.cos(e) * np.cos(a), np.sin(e)])
+  a, e = -a, -(np.pi / 2 - e)
+  rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+  rx = np.array([[1, 0, 0], [0, np.cos(e), -np.sin(e)], [0, np.sin(e), np.cos(e)]])
+  r = rx @ rz
+  p = np.diag([m * f, m * f, -1.0]) @ np.hstack([r, -r @ centre[:, None]])
+  x = p @ np.vstack([np.asarray(x3d, float).T, np.ones(len(x3d))])
+  x = x[:2] / x[2]
+  r2d = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+  x = (r2d @ x).T
+  x[:, 1] = -x[:, 1]
+  return x + [vp["px"], vp["py"]]
+
+
+def kdpose_projection(x3d: np.ndarray, label, vp: dict[str, float]) -> np.ndarray:
+  """The same pixels from kdpose's camera (``renderer.project_points``: viewpoint_to_rotation of
+  the dataset's ``label`` [3] degrees, the camera at ``distance``), scaled as the annotation's."""
+  from kdpose.data import renderer
+
+  uv = renderer.project_points(x3d, np.asarray(label, np.float64), vp["distance"])
+  scale = vp["viewport"] * vp["focal"]
+  return np.stack([vp["px"] + scale * uv[:, 0], vp["py"] - scale * uv[:, 1]], axis=1)
+
+
+def assert_projects_as_the_toolbox(x3d: np.ndarray, label, vp: dict[str, float],
+                                   min_extent: float) -> None:
+  """kdpose's projection of ``x3d`` with the dataset's ``label`` equals the toolbox's with the
+  raw annotation ``vp``, whose picture of the model spans more than ``min_extent`` pixels each
+  way; and the test can fail: any angle of the label with a wrong sign, or azimuth off by 180,
+  moves some point by more than 5 pixels."""
+  expected = toolbox_projection(x3d, vp)
+  assert np.ptp(expected, axis=0).min() > min_extent
+  np.testing.assert_allclose(kdpose_projection(x3d, label, vp), expected, atol=1e-3)
+  a, e, t = (float(v) for v in label)
+  wrong = ([(a + 180, e, t)] + [(-a, e, t)] * bool(a % 180) + [(a, -e, t)] * bool(e)
+           + [(a, e, -t)] * bool(t % 180))
+  for angles in wrong:
+    assert np.abs(kdpose_projection(x3d, angles, vp) - expected).max() > 5, angles
+
+
 # --- The tiny datasets -------------------------------------------------------------------------
 
 TEST_CONFIG = dict(name="test", image_longer_side=64, num_points=64)

@@ -55,9 +55,9 @@ def test_summary_is_mean_and_population_std_over_seeds():
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, data_dir):
   config = default.get_config("tiny")
-  config.dataset.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config.dataset.data_dir = data_dir  # the session's tiny dataset (tests/conftest.py)
   workdir = str(tmp_path_factory.mktemp("ablation"))
   return config, workdir, ablation.run_study(config, workdir, 1, ["baseline", "ckd"])
 

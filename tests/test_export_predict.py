@@ -9,7 +9,9 @@ import subprocess
 import sys
 import types
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
@@ -97,18 +99,38 @@ def test_predictor_equals_eval_step(run):
   assert np.ptp(viewpoints[:, 0]) > 1.0
 
 
-def test_flip_test_keeps_the_more_confident_prediction(run):
-  crops = augment.crop_images(_images(1, 16), np.tile(BOXES[:1], (16, 1)), 32)
-  predict_fn = jax.jit(functools.partial(inference.predict_crops, run.model, bin_size=15.0),
-                       static_argnames="flip_test")
-  plain, plain_conf = predict_fn(run.state.variables(), crops)
-  mirrored, mirrored_conf = predict_fn(run.state.variables(), crops[:, :, ::-1])
-  chosen, chosen_conf = predict_fn(run.state.variables(), crops, flip_test=True)
-  use_flipped = np.asarray(mirrored_conf[:, 0] > plain_conf[:, 0])
-  assert 0 < use_flipped.sum() < 16  # both branches are exercised.
-  expected = np.where(use_flipped[:, None], geometry.flip_viewpoint(np.asarray(mirrored)), plain)
-  np.testing.assert_allclose(chosen, expected, atol=1e-4)
-  np.testing.assert_allclose(chosen_conf[:, 0], np.maximum(plain_conf[:, 0], mirrored_conf[:, 0]))
+class _KnowsLeftFromRight(nn.Module):
+  """No weights. Sure (logit 10) of azimuth bin 2 (37.5 degrees) when the crop's left half is
+  brighter than its right half; when it is darker that logit is -10, so the first bin (7.5
+  degrees) wins, unsure (about 1/23); equal halves: every azimuth logit 0 (1/24). Elevation
+  bin 7 and in-plane bin 13 (22.5 degrees each) at logit 10 always; offsets 0."""
+
+  @nn.compact
+  def __call__(self, crops, *, train):
+    half = crops.shape[2] // 2
+    difference = crops[:, :, :half].mean((1, 2, 3)) - crops[:, :, half:].mean((1, 2, 3))
+    side = jnp.where(jnp.abs(difference) > 0.01, jnp.sign(difference), 0.0)  # (not rounding)
+    ones = jnp.ones_like(side)
+    logits = tuple(10.0 * scale[:, None] * jax.nn.one_hot(index, count)[None]
+                   for scale, index, count in ((side, 2, 24), (ones, 7, 12), (ones, 13, 24)))
+    return {"pose": {"logits": logits, "offsets": tuple(jnp.zeros_like(x) for x in logits)}}
+
+
+def test_flip_test_keeps_the_more_confident_prediction_mapped_back_by_the_flip_rule():
+  crops = np.zeros((3, 32, 32, 3), np.float32)
+  crops[0, :, :16], crops[1, :, 16:], crops[2] = 1.0, 1.0, 0.5  # bright left, right, neither
+  predict_fn = jax.jit(functools.partial(inference.predict_crops, _KnowsLeftFromRight(),
+                                         bin_size=15.0), static_argnames="flip_test")
+  plain, _ = predict_fn({}, crops)
+  np.testing.assert_allclose(plain, [[37.5, 22.5, 22.5], [7.5, 22.5, 22.5], [7.5, 22.5, 22.5]],
+                             atol=1e-4)
+  chosen, confidence = predict_fn({}, crops, flip_test=True)
+  # Bright right: the mirrored crop is the sure one, 37.5 / 22.5 there; mirrored back (a -> 360
+  # - a, t -> -t) that is 322.5 / -22.5. A tie keeps the unflipped prediction.
+  np.testing.assert_allclose(chosen, [[37.5, 22.5, 22.5], [322.5, 22.5, -22.5],
+                                      [7.5, 22.5, 22.5]], atol=1e-4)
+  sure = np.exp(10) / (np.exp(10) + 23)
+  np.testing.assert_allclose(confidence[:, 0], [sure, sure, 1 / 24], rtol=1e-5)
 
 
 def test_mirrored_crop_is_the_training_flip():

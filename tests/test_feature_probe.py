@@ -15,9 +15,9 @@ from tools import feature_probe
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
+def tiny_dataset(data_dir):
   config = default.get_config("tiny")
-  config.dataset.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config.dataset.data_dir = data_dir  # the session's tiny dataset (tests/conftest.py)
   registry.prepare(config.dataset)
   return config.dataset
 

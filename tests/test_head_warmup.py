@@ -22,10 +22,10 @@ FIXTURE_RESNET = functools.partial(resnet.ResNet, stage_sizes=(1, 1, 1, 1),
 
 
 @pytest.fixture
-def config(tmp_path_factory, monkeypatch):
+def config(tmp_path_factory, monkeypatch, data_dir):
   monkeypatch.setitem(models.IMAGE_ENCODERS, "resnet_fixture", FIXTURE_RESNET)
   config = default.get_config("tiny")
-  config.dataset.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+  config.dataset.data_dir = data_dir  # the session's tiny dataset (tests/conftest.py)
   for stage in ("teacher", "student"):
     config[stage].model.update(dict(image_encoder="resnet_fixture", pretrained=FIXTURE))
     config[stage].head_warmup.update(dict(steps=40, batch_size=64, learning_rate=3e-3,

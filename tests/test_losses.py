@@ -152,6 +152,12 @@ def test_info_nce_by_hand():
   backward = [-2 + np.log(np.exp(2) + 1), np.log(2)]
   np.testing.assert_allclose(losses.info_nce(query, keys, 0.5, symmetric=True),
                              0.5 * (np.mean(plain) + np.mean(backward)), rtol=1e-6)
+  # Both: key j as the query weighs query i's negative by w_ij (the transposed weights), so key
+  # 0 sees query 1 at w_10 = 0.25 and key 1 sees query 0 at w_01 = 0.5.
+  backward_weighted = [-2 + np.log(np.exp(2) + 0.25), -c + np.log(np.exp(c) + 0.5 * np.exp(c))]
+  np.testing.assert_allclose(
+      losses.info_nce(query, keys, 0.5, negative_weights=weights, symmetric=True),
+      0.5 * (np.mean(weighted) + np.mean(backward_weighted)), rtol=1e-6)
 
 
 def test_info_nce_vanishes_for_separated_embeddings_as_temperature_falls():
@@ -264,5 +270,10 @@ def test_losses_on_8_way_sharded_batch_equal_1_device():
   got, want = fn(sharded), fn(single)
   for name in want:
     np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6, err_msg=name)
-  grads = jax.jit(jax.grad(lambda b: sum(_all_losses(b).values())))(sharded)
-  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  grad_fn = jax.jit(jax.grad(lambda b: sum(_all_losses(b).values())))
+  grads, single_grads = jax.device_get((grad_fn(sharded), grad_fn(single)))
+  largest = max(np.abs(g).max() for g in jax.tree.leaves(single_grads))
+  assert largest > 0
+  # Every gradient, not only that they are finite: one wrong by a factor passes isfinite.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * largest),
+               grads, single_grads)

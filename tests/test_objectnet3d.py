@@ -11,9 +11,13 @@ from kdpose.data import cad_points, crops, features, objectnet3d
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-  return rf.build_fixture(tmp_path_factory.mktemp("objectnet3d"), rf.make_objectnet3d,
-                          objectnet3d.ObjectNet3D, ("train", "val"))
+def root(tmp_path_factory):
+  return tmp_path_factory.mktemp("objectnet3d")
+
+
+@pytest.fixture(scope="module")
+def built(root):
+  return rf.build_fixture(root, rf.make_objectnet3d, objectnet3d.ObjectNet3D, ("train", "val"))
 
 
 def _category(builder, example):
@@ -42,6 +46,19 @@ def test_known_object_values(built):
   assert _category(builder, bed) == "bed"
   np.testing.assert_allclose(bed["viewpoint"], [330.0, -20.0, 170.0])  # azimuth -30 wrapped.
   assert (bed["truncated"], bed["occluded"], bed["has_keypoints"]) == (True, True, False)
+
+
+@pytest.mark.parametrize("object_id, cad", [
+    ("a/0", "aeroplane/01"),  # a=30 e=10 t=-5
+    ("c/0", "bed/02"),  # a=-30 (stored 330) e=-20 t=170
+    ("e/0", "aeroplane/01")])  # a=0 e=0 t=0
+def test_labels_project_the_cad_model_as_the_toolbox_does(built, root, object_id, cad):
+  _, splits = built
+  example = {**splits["train"], **splits["val"]}[object_id]
+  image_id, index = object_id.split("/")
+  vp = rf.read_mat_viewpoint(root / "raw" / "Annotations" / f"{image_id}.mat", int(index))
+  vertices = rf.read_off(root / "raw" / "CAD" / "off" / f"{cad}.off")
+  rf.assert_projects_as_the_toolbox(vertices, example["viewpoint"], vp, min_extent=20)
 
 
 def test_crop_pixels_match_the_box(built):
@@ -179,3 +196,23 @@ def test_load_split_reads_the_flags_as_tfds_decodes_them_and_filters_by_them(bui
     assert bool(set(bed) & set(data.indices)) == (flag in ("", "difficult"))
   else:  # of the train records only the aeroplane a/0 has keypoints.
     assert list(data.categories) == ["aeroplane"]
+
+
+def test_load_split_excludes_categories_and_fails_when_nothing_is_left(built):
+  from ml_collections import ConfigDict
+
+  from kdpose.data import pipeline
+
+  builder, splits = built
+  config = ConfigDict({"name": "objectnet3d", "pad_size": 64})
+  every = pipeline.load_split(builder, "val", config)
+  assert sorted(every.categories) == ["aeroplane", "bed", "chair"]  # e/0, c/0, d/0
+  no_bed = pipeline.load_split(builder, "val", config, exclude_categories=("bed",))
+  assert sorted(no_bed.categories) == ["aeroplane", "chair"]
+  assert set(no_bed.indices) == set(every.indices) - set(every.indices[every.categories == "bed"])
+  with pytest.raises(ValueError, match=r"No records left in objectnet3d/val after filters "
+                     r"\{'drop_occluded': True\} and excluding \['aeroplane', 'chair'\]"):
+    pipeline.load_split(builder, "val", config, filters={"drop_occluded": True},
+                        exclude_categories=("aeroplane", "chair"))
+  with pytest.raises(KeyError, match="has no split 'test'; it has"):
+    pipeline.load_split(builder, "test", config)

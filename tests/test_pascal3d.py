@@ -10,9 +10,13 @@ from kdpose.data import features, pascal3d
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-  return rf.build_fixture(tmp_path_factory.mktemp("pascal3d"), rf.make_pascal3d, pascal3d.Pascal3D,
-                          ("train", "test"))
+def root(tmp_path_factory):
+  return tmp_path_factory.mktemp("pascal3d")
+
+
+@pytest.fixture(scope="module")
+def built(root):
+  return rf.build_fixture(root, rf.make_pascal3d, pascal3d.Pascal3D, ("train", "test"))
 
 
 def test_splits_are_imagenet_plus_pascal_train_and_voc_val(built):
@@ -55,6 +59,20 @@ def test_points_follow_the_cad_index(built):
   assert extent[0] > extent[1] > extent[2]
 
 
+@pytest.mark.parametrize("object_id, cad", [
+    ("aeroplane_imagenet/n02691156_1/0", "aeroplane/02"),  # a=100 e=20 t=3
+    ("aeroplane_pascal/2008_000001/0", "aeroplane/01"),  # a=200 e=-10 t=0
+    ("car_pascal/2008_000001/1", "car/01")])  # a=90 e=5 t=0
+def test_labels_project_the_cad_model_as_the_pascal3d_toolbox_does(built, root, object_id, cad):
+  _, splits = built
+  example = {**splits["train"], **splits["test"]}[object_id]
+  folder, image_id, index = object_id.split("/")
+  vp = rf.read_mat_viewpoint(root / "raw" / "Annotations" / folder / f"{image_id}.mat",
+                             int(index))
+  vertices = rf.read_off(root / "raw" / "CAD" / f"{cad}.off")
+  rf.assert_projects_as_the_toolbox(vertices, example["viewpoint"], vp, min_extent=50)
+
+
 def test_skips_and_drops_are_counted(built):
   builder, _ = built
   assert builder.skip_logs["train"].skipped == {"no CAD index": 1}
@@ -74,3 +92,14 @@ def test_missing_voc_val_list_fails_loudly(tmp_path):
   os.remove(os.path.join(raw, "PASCAL/VOCdevkit/VOC2012/ImageSets/Main/sofa_val.txt"))
   with pytest.raises(FileNotFoundError, match="sofa_val.txt"):
     rf.build(pascal3d.Pascal3D, os.fspath(tmp_path / "data"), raw)
+
+
+def test_missing_annotation_folder_fails_loudly(tmp_path):
+  import shutil
+
+  raw = os.fspath(tmp_path / "raw")
+  rf.make_pascal3d(raw)
+  pascal3d.split_items(raw)  # the fixture's layout is complete
+  shutil.rmtree(os.path.join(raw, "Annotations", "sofa_imagenet"))
+  with pytest.raises(FileNotFoundError, match=r"Annotation folder .*/sofa_imagenet is missing"):
+    pascal3d.split_items(raw)

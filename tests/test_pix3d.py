@@ -46,12 +46,40 @@ def test_identity_rot_mat_is_the_front_view():
                              geometry.viewpoint_to_rotation(0.0, 0.0, 0.0), atol=1e-12)
 
 
-def test_positive_inplane_turns_image_content_clockwise():
-  # A point to the model's top (+y) projects image-up in the front view; after a positive Pix3D
-  # in-plane rotation it must move to the image's right (clockwise), x_image = -x_pix3d_camera.
-  rot_mat, _ = rf.pix3d_camera((0.0, 0.0, -2.0), 0.3)
-  top = rot_mat @ [0.0, 1.0, 0.0]
-  assert -top[0] > 0.25 and top[1] > 0.9
+def _posecontrast_viewpoint(cam_position, inplane_rotation):
+  """The label PoseContrast (the anchor whose Pix3D numbers kdpose compares with) makes of a
+  pix3d.json record, written out from its data/Pix3D/create_annotation.py (github.com/
+  YoungXIAO13/PoseContrast): elevation atan(y / sqrt(x^2 + z^2)); with x negated, azimuth
+  atan(x / z) put in its quadrant (90 or 270 at z = 0), then 360 minus it; in-plane minus
+  inplane_rotation in degrees."""
+  x, y, z = (float(v) for v in cam_position)
+  elevation = math.degrees(math.atan(y / math.sqrt(x**2 + z**2)))
+  x = -x
+  if z == 0.0:
+    azimuth = 90.0 if x <= 0 else 270.0
+  else:
+    azimuth = math.degrees(math.atan(x / z))
+    if x > 0 and z < 0:
+      azimuth += 360.0
+    elif not (x <= 0 and z < 0):
+      azimuth += 180.0
+  return np.array([(360.0 - azimuth) % 360.0, elevation, -math.degrees(inplane_rotation)])
+
+
+def _assert_same_angles(got, want):
+  """Equal viewpoints, each angle compared on the circle."""
+  difference = (np.asarray(got, np.float64) - np.asarray(want, np.float64) + 180.0) % 360.0 - 180.0
+  np.testing.assert_allclose(difference, 0.0, atol=1e-4)
+
+
+def test_viewpoint_from_camera_gives_the_anchors_pix3d_labels():
+  rng = np.random.default_rng(1)
+  cams = [rng.normal(size=3) * rng.uniform(0.5, 5.0) for _ in range(300)]
+  cams += [(1.5, 0.3, 0.0), (-1.5, 0.3, 0.0), (0.0, 0.5, -2.0), (0.0, 0.5, 2.0)]  # axis cases
+  for cam in cams:
+    inplane = rng.uniform(-np.pi, np.pi)
+    _assert_same_angles(pix3d.viewpoint_from_camera(cam, inplane),
+                        _posecontrast_viewpoint(cam, inplane))
 
 
 def test_model_frame_goes_to_z_up_front_minus_y():
@@ -86,9 +114,13 @@ def test_camera_disagreement():
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-  builder, splits = rf.build_fixture(tmp_path_factory.mktemp("pix3d"), rf.make_pix3d,
-                                     pix3d.Pix3D, ("test",))
+def root(tmp_path_factory):
+  return tmp_path_factory.mktemp("pix3d")
+
+
+@pytest.fixture(scope="module")
+def built(root):
+  builder, splits = rf.build_fixture(root, rf.make_pix3d, pix3d.Pix3D, ("test",))
   return builder, splits["test"]
 
 
@@ -122,6 +154,20 @@ def test_builder_values(built):
   assert extent[2] == extent.max()  # the tall chair stands along kdpose z.
 
 
+def test_builder_labels_are_the_anchors_labels_of_the_records(built, root):
+  import json
+
+  _, examples = built
+  with open(root / "raw" / "pix3d.json") as f:
+    records = {r["img"]: r for r in json.load(f)}
+  assert len(examples) == 2
+  for name, example in examples.items():
+    record = records[name]
+    # Both in-plane signs occur (0.2 and -0.1 rad), and the azimuths are far from 0 and 180.
+    _assert_same_angles(example["viewpoint"],
+                        _posecontrast_viewpoint(record["cam_position"], record["inplane_rotation"]))
+
+
 def test_builder_skips(built):
   builder, _ = built
   log = builder.skip_logs["test"]
@@ -129,3 +175,11 @@ def test_builder_skips(built):
                          "cam_position disagrees with rot_mat/trans_mat": 1,
                          "malformed record": 1}
   assert log.dropped == {"category not in the dataset": 1}
+
+
+def test_pix3d_json_that_is_not_a_list_of_records_fails_naming_it(tmp_path):
+  raw = tmp_path / "raw"
+  rf.make_pix3d(str(raw))
+  rf.write_pix3d_json(str(raw / "pix3d.json"), {"img": "img/chair/0001.png"})  # one record, bare
+  with pytest.raises(ValueError, match=r"raw/pix3d.json holds a dict, expected a list"):
+    rf.build(pix3d.Pix3D, str(tmp_path / "data"), str(raw))

@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from jax.sharding import Mesh
 
 from configs import default
-from kdpose import checkpoint, geometry, sharding, stages, state, steps
+from kdpose import checkpoint, geometry, losses, sharding, stages, state, steps
 
 BATCH, PAD = 16, 40
 
@@ -71,11 +72,9 @@ def _run_student_step(config, mesh, batch):
       steps.student_train_step, model=model,
       teacher=stages.build_teacher(config)[0], tx=tx, schedule=schedule,
       options=stages.student_step_options(config)), init_fn, mesh, num_frozen=1)
-  teacher_vars = teacher_state.variables()
-  before = jax.tree.map(np.asarray, teacher_vars)
-  new_state, metrics = step(student_state, teacher_vars, sharding.host_to_global(batch, mesh),
-                            jax.random.key(2))
-  return before, teacher_vars, new_state, jax.device_get(metrics)
+  new_state, metrics = step(student_state, teacher_state.variables(),
+                            sharding.host_to_global(batch, mesh), jax.random.key(2))
+  return new_state, jax.device_get(metrics)
 
 
 def _run_teacher_step(config, mesh, batch):
@@ -113,17 +112,119 @@ def test_teacher_step_has_the_same_loss_and_gradients_on_1_and_8_devices():
   _assert_same_step(metrics1, metrics8, state1, state8, ("loss", "pose", "align"))
 
 
-def test_student_step_freezes_teacher_and_matches_across_device_counts():
+def test_student_step_matches_across_device_counts():
   assert jax.device_count() == 8, "tests/conftest.py should give 8 fake CPU devices"
   config = _config()
   batch = _batch(1)
-  before, teacher_vars, state1, metrics1 = _run_student_step(config, _mesh(1), batch)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)), before,
-               teacher_vars)
+  state1, metrics1 = _run_student_step(config, _mesh(1), batch)
   assert {"kd/ckd", "kd/retrieval_acc", "pose"} <= set(metrics1)
-  _, _, state8, metrics8 = _run_student_step(config, _mesh(8), batch)
+  state8, metrics8 = _run_student_step(config, _mesh(8), batch)
   # Loss, gradient norm and every gradient (not only the parameters after one Adam step).
   _assert_same_step(metrics1, metrics8, state1, state8, ("loss", "kd/ckd", "pose"))
+
+
+def _capture_gradients() -> optax.GradientTransformation:
+  """An "optimizer" whose state after an update is the gradient it was given (parameters stay)."""
+  return optax.GradientTransformation(
+      lambda params: jax.tree.map(jnp.zeros_like, params),
+      lambda grads, _, params=None: (jax.tree.map(jnp.zeros_like, grads), grads))
+
+
+def _log_softmax(x):
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _kl(teacher, student, temperature):
+  """KL(softmax(teacher / T) || softmax(student / T)) per row, float64."""
+  log_t, log_s = _log_softmax(teacher / temperature), _log_softmax(student / temperature)
+  return (np.exp(log_t) * (log_t - log_s)).sum(-1)
+
+
+def _info_nce(query, keys, temperature, weights):
+  """Mean over rows of -s_ii + log(exp(s_ii) + sum_{j != i} w_ij exp(s_ij)), s cosine / tau."""
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  sim = unit(query) @ unit(keys).T / temperature
+  others = ~np.eye(len(sim), dtype=bool)
+  return np.mean(-np.diag(sim) + np.log(np.exp(np.diag(sim))
+                                        + (weights * np.exp(sim) * others).sum(1)))
+
+
+def test_student_step_takes_the_teacher_as_constants_with_every_kd_term_on():
+  config = _config()
+  cfg = config.student
+  cfg.logit_weight, cfg.feature_weight, cfg.pose_aware, cfg.symmetric = 0.75, 0.5, True, True
+  cfg.logit_temperature, cfg.feature_temperature = 2.0, 3.0  # so a missing T^2 shows.
+  cfg.teacher_dropout = 0.0  # (random: the terms by hand below see the teacher embedding as is)
+  # No flip, no in-plane turn: the step's labels are the batch's (the pose-aware weights).
+  config.augment.flip_prob, config.augment.rotation_mode = 0.0, "none"
+  options = stages.student_step_options(config)
+  mesh = _mesh(1)
+  teacher_model = stages.build_teacher(config)[0]
+  teacher_vars = _teacher_state(config, mesh)[0].variables()
+  model, _, schedule, init_fn = stages.build_student(config)
+  student = state.create_sharded_state(init_fn, jax.random.key(1), mesh)[0]
+  capture = _capture_gradients()
+  student = student.replace(opt_state=capture.init(student.params))
+  batch = sharding.host_to_global(_batch(5), mesh)
+  seen = {}
+
+  class Recording:  # the teacher, recording the inputs the step gives it
+    def apply(self, variables, images, points, **kwargs):
+      jax.debug.callback(lambda i, p: seen.update(images=np.asarray(i), points=np.asarray(p)),
+                         images, points)
+      return teacher_model.apply(variables, images, points, **kwargs)
+
+  class Constant:  # a "teacher" whose variables are its outputs, whatever the inputs
+    def apply(self, outputs, *inputs, mutable=False, **kwargs):
+      return (outputs, {}) if mutable else outputs  # (as flax's apply answers)
+
+  step = lambda teacher: functools.partial(
+      steps.student_train_step, model=model, teacher=teacher, tx=capture, schedule=schedule,
+      options=options)
+  rng = jax.random.key(4)
+  # (XLA -O0: these programs are compiled for this test alone, in half the time; they are
+  # compared with each other, not with the optimised programs of other tests.)
+  jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+  real_state, metrics = jax.device_get(jit(step(Recording()))(student, teacher_vars, batch, rng))
+  jax.effects_barrier()
+  # The teacher's outputs in inference mode on what the step showed it, passed in as constants.
+  teacher_out = teacher_model.apply(teacher_vars, seen["images"], seen["points"], train=False)
+  const_state, const_metrics = jax.device_get(jit(step(Constant()))(student, teacher_out, batch,
+                                                                    rng))
+  grads, const_grads = real_state.opt_state, const_state.opt_state
+  largest = max(np.abs(g).max() for g in jax.tree.leaves(grads))
+  assert largest > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * largest),
+               grads, const_grads)
+  assert metrics["loss"] == pytest.approx(const_metrics["loss"], rel=1e-5)
+  # And the teacher's side sends no gradient at all: d loss / d teacher outputs is 0.
+  teacher_grads = jit(jax.grad(
+      lambda out: step(Constant())(student, out, batch, rng)[1]["loss"]))(teacher_out)
+  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(teacher_grads))
+
+  # Every term by hand (float64) on the student's outputs for the same images.
+  outputs, _ = model.apply(student.variables(), seen["images"], train=True,
+                           mutable=["batch_stats"])
+  f64 = lambda tree: jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+  out, teach, viewpoint = f64(outputs), f64(teacher_out), np.asarray(batch["viewpoint"], float)
+  weights = geometry.rotation_error(viewpoint[:, None], viewpoint[None]) / 180.0
+  forward = _info_nce(out["embedding"], teach["embedding"], 0.1, weights)
+  backward = _info_nce(teach["embedding"], out["embedding"], 0.1, weights.T)
+  ckd = 0.5 * (forward + backward)
+  # (Pose-aware and symmetric both change the value, so the comparison sees either missing.)
+  assert abs(ckd - _info_nce(out["embedding"], teach["embedding"], 0.1, 1.0)) > 0.05
+  assert abs(ckd - forward) > 1e-3
+  logit = 4.0 * np.mean(sum(_kl(t, s, 2.0) for t, s in zip(
+      teach["pose"]["logits"], out["pose"]["logits"], strict=True)))
+  feature = 9.0 * np.mean(_kl(teach["embedding"], out["feature"], 3.0))
+  pose = float(losses.pose_loss(outputs["pose"], batch["viewpoint"], config.bin_size,
+                               batch["symmetry"])[0])
+  for name, value in (("kd/ckd", ckd), ("kd/logit", logit), ("kd/feature", feature),
+                      ("pose", pose)):
+    assert float(value) > 1e-3, name
+    assert metrics[name] == pytest.approx(float(value), rel=1e-4), name
+  assert metrics["loss"] == pytest.approx(pose + ckd + 0.75 * logit + 0.5 * feature, rel=1e-4)
 
 
 @pytest.mark.parametrize("ckd_projector", [True, False])
@@ -134,7 +235,7 @@ def test_contrastive_kd_trains_the_projector_only_when_it_is_used(ckd_projector)
   mesh = _mesh(1)
   _, init_fn = stages.build_student(config)[2:]
   initial = state.create_sharded_state(init_fn, jax.random.key(1), mesh)[0].params["projector"]
-  _, _, new_state, _ = _run_student_step(config, mesh, _batch(2))
+  new_state, _ = _run_student_step(config, mesh, _batch(2))
   moved = jax.tree.map(lambda a, b: not np.allclose(a, b), initial,
                        new_state.params["projector"])
   # Only the CKD term reaches the projector: without it (ckd on the feature) it stays put.
@@ -157,24 +258,40 @@ def test_baseline_student_runs_without_teacher():
   assert metrics["loss"] == pytest.approx(metrics["pose"], rel=1e-6)
 
 
-def test_eval_step_reports_error_of_decoded_prediction():
-  config = _config()
-  mesh = _mesh(1)
-  model, _, _, init_fn = stages.build_teacher(config)
-  train_state, _, _ = state.create_sharded_state(init_fn, jax.random.key(0), mesh)
-  batch = sharding.host_to_global(_batch(), mesh)
-  out = jax.jit(functools.partial(steps.eval_step, model=model,
-                                  options=stages.teacher_step_options(config), uses_points=True))(
-      train_state.variables(), batch)
-  assert out["viewpoint"].shape == (BATCH, 3) and out["error"].shape == (BATCH,)
-  predicted, label = (np.asarray(out["viewpoint"], np.float64),
-                      np.asarray(batch["viewpoint"], np.float64))
-  symmetry = np.asarray(batch["symmetry"])
-  np.testing.assert_allclose(out["error"], geometry.symmetric_rotation_error(
-      predicted, label, symmetry), atol=1e-2)
-  # The symmetry is not vacuous: continuous samples' errors are below the plain ones.
-  continuous = symmetry == geometry.SYMMETRY_CONTINUOUS
-  assert np.all(out["error"][continuous] < geometry.rotation_error(predicted, label)[continuous])
+class _FixedPose(nn.Module):
+  """No weights: every sample's pose says azimuth 37.5, elevation 7.5, in-plane 7.5 degrees
+  (the centres of bins 2, 6 and 12: logit 10 there, offsets 0)."""
+
+  @nn.compact
+  def __call__(self, crops, *, train):
+    def head(count, index):
+      return jnp.broadcast_to(10.0 * jax.nn.one_hot(index, count), (crops.shape[0], count))
+    logits = (head(24, 2), head(12, 6), head(24, 12))
+    return {"pose": {"logits": logits, "offsets": tuple(jnp.zeros_like(x) for x in logits)}}
+
+
+def test_eval_step_reports_the_error_of_the_decoded_prediction_up_to_symmetry():
+  none, two_fold, continuous = (geometry.SYMMETRY_NONE, geometry.SYMMETRY_TWO_FOLD,
+                                geometry.SYMMETRY_CONTINUOUS)
+  # label, symmetry, error (degrees) against the prediction (37.5, 7.5, 7.5), by hand: at one
+  # elevation and in-plane angle, azimuths differing by d are a turn by d about the object's up
+  # axis, and so on for the other angles alone.
+  cases = [((67.5, 7.5, 7.5), none, 30.0), ((37.5, 7.5, -12.5), none, 20.0),
+           ((37.5, 32.5, 7.5), none, 25.0), ((217.5, 7.5, 7.5), none, 180.0),
+           ((227.5, 7.5, 7.5), two_fold, 10.0), ((160.5, 7.5, 7.5), continuous, 0.0),
+           ((37.5, 7.5, 7.5), none, 0.0), ((47.5, 7.5, 7.5), two_fold, 10.0)]
+  batch = {**_batch(), "viewpoint": np.array([c[0] for c in cases], np.float32),
+           "symmetry": np.array([c[1] for c in cases], np.int32)}
+  batch = {key: value[:len(cases)] for key, value in batch.items()}
+  mesh = _mesh(2)
+  out = jax.device_get(jax.jit(functools.partial(
+      steps.eval_step, model=_FixedPose(), options=stages.student_step_options(_config()),
+      uses_points=False))({}, sharding.host_to_global(batch, mesh)))
+  np.testing.assert_allclose(out["viewpoint"], np.tile([37.5, 7.5, 7.5], (len(cases), 1)),
+                             atol=1e-4)
+  np.testing.assert_allclose(out["error"], [c[2] for c in cases], atol=0.05)
+  np.testing.assert_allclose(out["confidence"], np.tile(np.exp(10) / (np.exp(10) + [23, 11, 23]),
+                                                       (len(cases), 1)), rtol=1e-5)
 
 
 def test_steps_take_the_batch_symmetry_and_require_it():
@@ -248,6 +365,30 @@ def test_checkpoint_round_trip_and_incomplete_step_is_ignored(tmp_path):
   # The whole state: step, params, batch statistics and optimizer state.
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                train_state, restored)
+
+
+def test_restoring_a_checkpoint_of_another_model_is_refused_naming_it(tmp_path):
+  config, wider = _config(), _config()
+  wider.teacher.model.embedding_dim *= 2
+  mesh = _mesh(1)
+  abstract = {name: state.abstract_state(build(c)[3], mesh)[0] for name, build, c in (
+      ("teacher", stages.build_teacher, config), ("student", stages.build_student, config),
+      ("wider", stages.build_teacher, wider))}
+  # (Its values do not matter: a state of the teacher's shapes, without compiling its init.)
+  saved = jax.tree.map(lambda a: jnp.full(a.shape, 3, a.dtype), abstract["teacher"])
+  ckpts = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+  ckpts.save(4, saved, {"stage": "teacher"})
+  ckpts.wait()
+  ckpts.close()
+  resumed = checkpoint.StageCheckpoints(str(tmp_path / "ckpt"))
+  try:
+    for other in ("student", "wider"):
+      with pytest.raises(ValueError, match=r"ckpt/4 does not match the model of this config"):
+        resumed.restore(abstract[other])
+    restored, _ = resumed.restore(abstract["teacher"])  # its own model still restores
+    assert int(restored.step) == 3
+  finally:
+    resumed.close()
 
 
 @pytest.mark.parametrize("skip", [False, True])

@@ -27,8 +27,8 @@ def _tiny_config() -> sv.SyntheticViewsConfig:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
+def tiny_dir(data_dir):
+  """The session's tiny dataset (tests/conftest.py), built here if no test built it before."""
   sv.SyntheticViews(data_dir=data_dir, config="tiny", file_format="array_record"
                     ).download_and_prepare()
   return data_dir
@@ -155,6 +155,111 @@ def test_a_render_process_that_dies_skips_its_model_and_the_rest_renders():
   assert [error is None for _, error in results] == [True, False, True, True]
   assert "died" in results[1][1]
   assert all(len(examples) == 1 for examples, error in results if error is None)
+
+
+# Views of primitive_shapes.marked_cube (front -y red, right +x green, top +z blue) -> the
+# marked faces seen, the one not seen, and where the seen ones are in the network's crop: x, y
+# of their centroids (0..1, x right, y down), as the convention of METHOD.md puts them
+# (azimuth 0 looks at the front, 90 at the right side, elevation > 0 from above, a positive
+# in-plane angle turns the content counter-clockwise).
+CUBE_VIEWS = {
+    (0.0, 30.0, 0.0): (("front", "top"), "right", lambda x, y: y["front"] > 0.5 > y["top"]),
+    (90.0, 30.0, 0.0): (("right", "top"), "front", lambda x, y: y["right"] > 0.5 > y["top"]),
+    (45.0, 20.0, 0.0): (("front", "right", "top"), None,
+                        lambda x, y: x["front"] < 0.5 < x["right"] and y["top"] < 0.4),
+    # The same turned a quarter counter-clockwise: right goes up, front down, top left.
+    (45.0, 20.0, 90.0): (("front", "right", "top"), None,
+                         lambda x, y: y["right"] < 0.5 < y["front"] and x["top"] < 0.4),
+}
+
+
+def _marked_faces(crop: np.ndarray) -> dict[str, tuple[float, float, float]]:
+  """Face name -> (share of the crop, x, y of the centroid) of the pixels of its pure colour."""
+  from kdpose.data import primitive_shapes
+
+  size = crop.shape[0]
+  yy, xx = np.mgrid[0:size, 0:size] / size
+  found = {}
+  for name, color in primitive_shapes.FACE_COLORS.items():
+    channel = int(np.argmax(color))
+    others = np.delete(crop, channel, axis=-1).max(-1)
+    mask = (crop[..., channel] > 0.2) & (crop[..., channel] > 2.5 * others + 0.05)
+    found[name] = (mask.mean(), xx[mask].mean() if mask.any() else np.nan,
+                   yy[mask].mean() if mask.any() else np.nan)
+  return found
+
+
+def test_marked_cube_through_the_builder_shows_each_face_where_the_convention_puts_it(
+    tmp_path, monkeypatch):
+  import itertools
+
+  from ml_collections import ConfigDict
+
+  from kdpose import augment
+  from kdpose.data import pipeline, primitive_shapes
+
+  views = itertools.cycle(CUBE_VIEWS)
+  monkeypatch.setattr(sv, "sample_viewpoint", lambda rng: np.array(next(views), np.float32))
+  cubes = [sv.ShapeRef(f"cube/{i}", "chair", primitive_shapes.marked_cube) for i in range(3)]
+  monkeypatch.setattr(sv, "list_shapes", lambda config: cubes)
+  grey = backgrounds_lib.Backgrounds([np.full((64, 64, 3), 128, np.uint8)], "grey")
+  monkeypatch.setattr(backgrounds_lib, "load_backgrounds", lambda source, **kwargs: grey)
+  config = dataclasses.replace(MICRO, name="marked_cube", image_size=64, train_views=4,
+                               occluder_probability=0.0, texture_swap_probability=0.0,
+                               train_shape_stretch=0.0)
+  builder = sv.SyntheticViews(data_dir=str(tmp_path), config=config, file_format="array_record")
+  builder.download_and_prepare()
+  seen = []
+  for split in sv.SPLITS:  # 4 train views of one cube, 1 val and 1 test view of the others.
+    data = pipeline.load_split(builder, split, ConfigDict({"name": "marked_cube", "pad_size": 0}))
+    for index in data.indices:
+      arrays = pipeline.example_arrays(data.source[int(index)], data.pad_size)
+      crop = np.asarray(augment.crop_images(arrays["image"][None], arrays["box"][None], 48)[0])
+      view = tuple(float(v) for v in arrays["viewpoint"])
+      shown, hidden, where = CUBE_VIEWS[view]
+      faces = _marked_faces(crop)
+      for name in shown:
+        assert faces[name][0] > 0.04, (view, name, faces)
+      if hidden:
+        assert faces[hidden][0] < 0.02, (view, hidden, faces)
+      x, y = ({name: faces[name][k] for name in faces} for k in (1, 2))
+      assert where(x, y), (view, faces)
+      seen.append(view)
+  assert len(seen) == 6 and set(seen) == set(CUBE_VIEWS)
+
+
+def test_unknown_mesh_or_background_source_is_named():
+  config = dataclasses.replace(MICRO, mesh_sources=("primitives", "nope"))
+  with pytest.raises(ValueError, match=r"mesh_sources \('primitives', 'nope'\) must be "
+                     r"\('primitives',\) or names from \('sweethome3d', '0ad', "):
+    sv.category_names(config)
+  with pytest.raises(ValueError, match="mesh_sources"):
+    sv.list_shapes(dataclasses.replace(MICRO, mesh_sources=()))
+  with pytest.raises(ValueError, match="Unknown background source 'wallpapers': use 'photos' or"):
+    backgrounds_lib.load_backgrounds("wallpapers")
+
+
+def test_a_model_that_never_shows_is_an_empty_render_and_its_shape_a_skip(monkeypatch):
+  from kdpose.data import renderer as renderer_lib
+
+  calls = []
+
+  def empty(self, viewpoint, distance, window, *args, **kwargs):  # the model covers no pixel
+    calls.append(tuple(viewpoint))
+    return renderer_lib.Rendering(np.zeros((self.size, self.size, 3), np.float32),
+                                  np.zeros((self.size, self.size), np.float32))
+
+  pool = backgrounds_lib.load_backgrounds("procedural")
+  shape = sv.list_shapes(MICRO)[0]
+  with sv.ViewRenderer(MICRO, pool) as views:
+    views.load(shape.load(), np.random.default_rng(0))
+    monkeypatch.setattr(renderer_lib.Renderer, "render", empty)
+    with pytest.raises(sv.EmptyRenderError, match="covered no pixel in 5 random views"):
+      views.example(np.random.default_rng(1))
+    assert len(calls) == 5 and len(set(calls)) == 5  # five different views were tried
+    # What the build does with it: the shape's result is the reason it is skipped.
+    examples, error = sv._render_shape(views, (shape, [0, 1], 2, 0.0))
+  assert examples is None and error.startswith("EmptyRenderError: the object covered no pixel")
 
 
 def test_missing_furniture_package_names_the_install(tmp_path):

@@ -128,6 +128,46 @@ def test_killed_run_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkey
   jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
 
 
+def test_killed_student_stage_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkeypatch):
+  straight, _ = tiny_run
+  config = _config(data_dir)
+  config.stage, config.teacher_workdir = "student", straight  # the finished run's teacher
+  workdir = str(tmp_path / "student")
+  original = pipeline.BatchLoader._load
+  calls = {"n": 0}
+
+  def dying_load(self, positions):
+    calls["n"] += 1
+    if calls["n"] > 3:  # Steps 1-2 are trained and checkpointed, then the "machine dies".
+      raise KeyboardInterrupt("killed")
+    return original(self, positions)
+
+  monkeypatch.setattr(pipeline.BatchLoader, "_load", dying_load)
+  with pytest.raises(KeyboardInterrupt):
+    trainers.run(config, workdir)
+  monkeypatch.setattr(pipeline.BatchLoader, "_load", original)
+  assert _params(workdir, "student")[0] == 2
+  assert not os.path.exists(os.path.join(workdir, "teacher"))  # stage 2 never saves a teacher
+  trainers.run(config, workdir)
+  import orbax.checkpoint as ocp
+  a = ocp.PyTreeCheckpointer().restore(_params(straight, "student")[1])
+  b = ocp.PyTreeCheckpointer().restore(_params(workdir, "student")[1])
+  for key in ("params", "batch_stats", "opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, a[key], b[key])
+
+
+def test_student_refuses_an_unfinished_teacher(data_dir, tiny_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(os.path.join(tiny_run[0], "teacher", "checkpoints"),
+                  os.path.join(workdir, "teacher", "checkpoints"))
+  config = _config(data_dir)
+  config.stage, config.teacher.num_steps = "student", 8  # its teacher stopped at step 4 of 8
+  with pytest.raises(ValueError, match=r"teacher/checkpoints is at step 4 of 8: finish stage 1 "
+                     "first"):
+    trainers.run(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, "student", "checkpoints"))
+
+
 def _not_caught(number, frame):
   raise RuntimeError(f"{signal.Signals(number).name} reached the test: training did not catch it")
 
