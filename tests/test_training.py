@@ -101,44 +101,15 @@ def test_more_points_than_the_dataset_stores_is_refused_naming_it(data_dir):
     inputs.load_data(config)
 
 
-def test_killed_run_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkeypatch):
-  config = _config(data_dir)
-  config.stage = "teacher"
-  straight, _ = tiny_run
-
-  interrupted = str(tmp_path / "interrupted")
+def _run_killed_after_step_2(config, workdir: str, monkeypatch) -> None:
+  """Trains ``config`` into ``workdir`` until its batch loader dies after steps 1-2 were
+  trained and checkpointed (the "machine dies"), then leaves the loader as it was."""
   original = pipeline.BatchLoader._load
   calls = {"n": 0}
 
   def dying_load(self, positions):
     calls["n"] += 1
-    if calls["n"] > 3:  # Steps 1-2 are trained and checkpointed, then the "machine dies".
-      raise KeyboardInterrupt("killed")
-    return original(self, positions)
-
-  monkeypatch.setattr(pipeline.BatchLoader, "_load", dying_load)
-  with pytest.raises(KeyboardInterrupt):
-    trainers.run(config, interrupted)
-  monkeypatch.setattr(pipeline.BatchLoader, "_load", original)
-  assert _params(interrupted, "teacher")[0] == 2
-  trainers.run(config, interrupted)
-  import orbax.checkpoint as ocp
-  a = ocp.PyTreeCheckpointer().restore(_params(straight, "teacher")[1])
-  b = ocp.PyTreeCheckpointer().restore(_params(interrupted, "teacher")[1])
-  jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
-
-
-def test_killed_student_stage_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkeypatch):
-  straight, _ = tiny_run
-  config = _config(data_dir)
-  config.stage, config.teacher_workdir = "student", straight  # the finished run's teacher
-  workdir = str(tmp_path / "student")
-  original = pipeline.BatchLoader._load
-  calls = {"n": 0}
-
-  def dying_load(self, positions):
-    calls["n"] += 1
-    if calls["n"] > 3:  # Steps 1-2 are trained and checkpointed, then the "machine dies".
+    if calls["n"] > 3:
       raise KeyboardInterrupt("killed")
     return original(self, positions)
 
@@ -146,14 +117,39 @@ def test_killed_student_stage_resumes_bit_identically(data_dir, tiny_run, tmp_pa
   with pytest.raises(KeyboardInterrupt):
     trainers.run(config, workdir)
   monkeypatch.setattr(pipeline.BatchLoader, "_load", original)
+
+
+def _assert_same_final_state(workdir_a: str, workdir_b: str, stage: str,
+                             keys=("params",)) -> None:
+  """The ``keys`` of the stage's latest checkpoints in both workdirs are bit-identical."""
+  import orbax.checkpoint as ocp
+  a = ocp.PyTreeCheckpointer().restore(_params(workdir_a, stage)[1])
+  b = ocp.PyTreeCheckpointer().restore(_params(workdir_b, stage)[1])
+  for key in keys:
+    jax.tree.map(np.testing.assert_array_equal, a[key], b[key])
+
+
+def test_killed_run_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkeypatch):
+  config = _config(data_dir)
+  config.stage = "teacher"
+  straight, _ = tiny_run
+  interrupted = str(tmp_path / "interrupted")
+  _run_killed_after_step_2(config, interrupted, monkeypatch)
+  assert _params(interrupted, "teacher")[0] == 2
+  trainers.run(config, interrupted)
+  _assert_same_final_state(straight, interrupted, "teacher")
+
+
+def test_killed_student_stage_resumes_bit_identically(data_dir, tiny_run, tmp_path, monkeypatch):
+  straight, _ = tiny_run
+  config = _config(data_dir)
+  config.stage, config.teacher_workdir = "student", straight  # the finished run's teacher
+  workdir = str(tmp_path / "student")
+  _run_killed_after_step_2(config, workdir, monkeypatch)
   assert _params(workdir, "student")[0] == 2
   assert not os.path.exists(os.path.join(workdir, "teacher"))  # stage 2 never saves a teacher
   trainers.run(config, workdir)
-  import orbax.checkpoint as ocp
-  a = ocp.PyTreeCheckpointer().restore(_params(straight, "student")[1])
-  b = ocp.PyTreeCheckpointer().restore(_params(workdir, "student")[1])
-  for key in ("params", "batch_stats", "opt_state"):
-    jax.tree.map(np.testing.assert_array_equal, a[key], b[key])
+  _assert_same_final_state(straight, workdir, "student", ("params", "batch_stats", "opt_state"))
 
 
 def test_student_refuses_an_unfinished_teacher(data_dir, tiny_run, tmp_path):
