@@ -29,6 +29,10 @@ class StopSignals:
   """Context manager: SIGTERM and SIGINT set ``received`` (the signal's name) instead of ending
   the process; the handlers from before are back on exit.
 
+  The handlers restart interrupted system calls (``SA_RESTART``): a signal that lands in one of
+  native code's blocking calls (gloo connecting its peers, tensorstore writing a checkpoint)
+  would otherwise fail that call with EINTR, which such code need not retry.
+
   Only the main thread may set handlers: elsewhere (a runner called from a thread) the signals
   keep their handlers and ``stop_requested`` only reports other processes' signals.
   """
@@ -40,6 +44,8 @@ class StopSignals:
     self._previous = {}
     if threading.current_thread() is threading.main_thread():
       self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+      for number in self.SIGNALS:
+        signal.siginterrupt(number, False)
     return self
 
   def _handle(self, number, frame) -> None:
