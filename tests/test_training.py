@@ -406,3 +406,25 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tiny_run
   with pytest.raises(checkpoint.DamagedCheckpointError, match="Refusing to start over"):
     trainers.run(config, workdir)
   assert sorted(os.listdir(ckpt_dir)) == ["2", "4"]
+
+
+def test_the_exported_student_predicts_the_errors_its_final_evaluation_saved(
+    data_dir, tiny_run, tmp_path):
+  """Train (tiny_run) -> export -> ``kdpose.predict`` on the test records' own images and boxes
+  gives, record by record, the errors that the run's final evaluation saved."""
+  from kdpose import export, geometry, predict
+  from kdpose.trainers import evaluation, inputs
+
+  workdir, _ = tiny_run
+  saved = evaluation.load_predictions(os.path.join(workdir, "eval", "student_test.npz"))
+  test = inputs.load_data(_config(data_dir))[1]["test"]
+  examples = [test.source[int(i)] for i in saved["index"]]
+  arrays = [pipeline.example_arrays(example, test.pad_size) for example in examples]
+  images = [np.asarray(example["image"]) for example in examples]  # the photos, unpadded
+  predictor = predict.Predictor(export.export_student(workdir, str(tmp_path / "export")))
+  viewpoints = predictor(images, [a["box"] for a in arrays])
+  truth = np.stack([a["viewpoint"] for a in arrays])
+  symmetry = test.category_symmetry[[a["category"] for a in arrays]]
+  errors = geometry.symmetric_rotation_error(viewpoints.astype(np.float64), truth, symmetry)
+  assert len(errors) == len(saved["error"]) > 10
+  np.testing.assert_allclose(errors, saved["error"], atol=0.05)  # degrees
