@@ -1,9 +1,12 @@
 """Test set-up, before jax is imported, inherited by the tests' subprocesses: the CPU platform
 with 8 fake devices, so sharding tests run the same on any machine (a GPU, or the user's own
-``XLA_FLAGS`` with another device count, cannot shrink the mesh); jax's persistent compilation
-cache in a directory of this session, so the many runs that compile the same programs (tiny
-runs in-process and in subprocesses) compile each once; the prelude that hides the training
-stack from a subprocess."""
+``XLA_FLAGS`` with another device count, cannot shrink the mesh); XLA:CPU's backend (LLVM)
+optimisation level 0 unless ``XLA_FLAGS`` sets one, as the programs are tiny and compiling
+them is most of the suite's time (XLA's HLO passes, fusion included, run as at the default
+level 3; ``XLA_FLAGS=--xla_backend_optimization_level=3 make test`` tests that level); jax's
+persistent compilation cache in a directory of this session, so the many runs that compile the
+same programs (tiny runs in-process and in subprocesses) compile each once; the prelude that
+hides the training stack from a subprocess."""
 
 import atexit
 import os
@@ -13,11 +16,14 @@ import tempfile
 import pytest  # (not jax: it must come after the environment below)
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+OPTIMIZATION_FLAG = "--xla_backend_optimization_level"
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
-os.environ["XLA_FLAGS"] = " ".join(
-    [flag for flag in os.environ.get("XLA_FLAGS", "").split()
-     if not flag.startswith(DEVICE_COUNT_FLAG)] + [f"{DEVICE_COUNT_FLAG}=8"])
+_xla_flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+              if not flag.startswith(DEVICE_COUNT_FLAG)]
+if not any(flag.startswith(OPTIMIZATION_FLAG) for flag in _xla_flags):
+  _xla_flags.append(f"{OPTIMIZATION_FLAG}=0")
+os.environ["XLA_FLAGS"] = " ".join([*_xla_flags, f"{DEVICE_COUNT_FLAG}=8"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="kdpose-tests-jax-cache-")
