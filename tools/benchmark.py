@@ -243,7 +243,9 @@ def input_pipeline(config, mesh, timed: Timed, batch_size: int) -> dict:
     start = time.perf_counter()
     for _ in range(num_steps):
       batch = next(batches)
-      del batch["index"]  # the record indices: not a step input
+      # Not in make_batch's layout, which the step was compiled for (index is no step input;
+      # category, an int32 [b], only feeds metrics): a pytree mismatch otherwise.
+      del batch["index"], batch["category"]
       timed.set_input(2, sharding.host_to_global(batch, mesh))
       timed()
     fed_s = (time.perf_counter() - start) / num_steps
