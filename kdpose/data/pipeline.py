@@ -215,8 +215,9 @@ class BatchLoader:
 
   def iterate(self, positions_per_batch: Sequence[np.ndarray]
               ) -> Iterator[dict[str, np.ndarray]]:
-    """Yields the batch of each position array in turn (``positions_per_batch[i]`` is read
-    only when batch ``i`` is among the next ``prefetch``)."""
+    """Yields the batch of each position array in turn, reading up to ``prefetch`` batches
+    ahead (in each worker process when there are workers); ``positions_per_batch[i]`` is
+    indexed only when batch ``i`` is read, so it may compute its arrays lazily."""
     dataset = grain.MapDataset.source(positions_per_batch).map(self._load)
     batches = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=self.num_threads, prefetch_buffer_size=self.prefetch))
