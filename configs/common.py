@@ -60,6 +60,11 @@ def base_config(model_size: str = "small") -> ml_collections.ConfigDict:
       data_dir="data/tfds",
       manual_dir="",  # real benchmarks: the user's raw download.
       pad_size=0,  # datasets of varying image size: their longest side (0 = fixed size).
+      # The training input pipeline (grain): threads reading batches in each process, and
+      # worker processes (0: the threads run in the trainer's process; > 0 needs absl flags
+      # parsed, as under kdpose.main). Neither changes the batches, only how fast they come.
+      loader_threads=4,
+      loader_workers=0,
       train_split="train",
       eval_splits=("val", "test"),  # the first is also used for periodic evaluation.
       exclude_novel=True,  # zero-shot protocol: novel categories never seen in training.

@@ -49,10 +49,13 @@ def _batch_problems(batch_size: int, key: str, mesh: Mesh) -> list[str]:
 def validate(config: ConfigDict, mesh: Mesh) -> None:
   """Raises a ValueError listing every bad value of the stages ``config`` runs: intervals and
   step counts <= 0, temperatures <= 0, ``teacher_dropout`` outside [0, 1), ``decay_at``
-  fractions outside (0, 1), batch sizes the devices of ``mesh`` do not divide."""
+  fractions outside (0, 1), batch sizes the devices of ``mesh`` do not divide, input loader
+  thread or worker counts < 0."""
   problems = [problem for name in stages(config)
               for problem in _stage_problems(config[name], name, mesh)]
   problems += _batch_problems(config.eval_batch_size, "eval_batch_size", mesh)
+  problems += [f"config.dataset.{key}={config.dataset[key]!r} must be >= 0"
+               for key in ("loader_threads", "loader_workers") if config.dataset[key] < 0]
   if problems:
     raise ValueError("Bad config values: " + "; ".join(problems) + ".")
 

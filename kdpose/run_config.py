@@ -21,14 +21,15 @@ from kdpose import files
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
 # Keys a resumed run may change: how often it logs, evaluates and saves, how many checkpoints
-# it keeps, where its data (and its feature cache) lives, the size of evaluation batches (every
-# record is evaluated once whatever it is), which stages this launch runs, and the switch itself.
+# it keeps, where its data (and its feature cache) lives, how many threads and processes read
+# its batches (the batches are the same), the size of evaluation batches (every record is
+# evaluated once whatever it is), which stages this launch runs, and the switch itself.
 FREE_KEYS = frozenset(
     [f"{stage}.{key}" for stage in ("teacher", "student")
      for key in ("log_every", "eval_every", "checkpoint_every", "max_to_keep",
                  "head_warmup.cache_dir")]
-    + ["dataset.data_dir", "dataset.manual_dir", "eval_batch_size", "stage",
-       "allow_config_change"])
+    + ["dataset.data_dir", "dataset.manual_dir", "dataset.loader_threads",
+       "dataset.loader_workers", "eval_batch_size", "stage", "allow_config_change"])
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -27,6 +27,10 @@ BAD_VALUES = {
     "eval batch": (lambda c: c.update(eval_batch_size=20),
                    r"config.eval_batch_size: Global batch size 20"),
     "stage": (lambda c: c.update(stage="both"), r"config.stage='both'; expected one of"),
+    "loader threads": (lambda c: c.dataset.update(loader_threads=-1),
+                       r"config.dataset.loader_threads=-1 must be >= 0"),
+    "loader workers": (lambda c: c.dataset.update(loader_workers=-2),
+                       r"config.dataset.loader_workers=-2 must be >= 0"),
 }
 
 

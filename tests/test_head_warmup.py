@@ -70,7 +70,7 @@ def test_warm_up_trains_the_heads_on_the_encoders_own_features(config, stage, ca
   n = len(train_data.indices)
   assert len(train["features"]) == 2 * n
   loader = pipeline.BatchLoader(train_data)
-  batch = next(loader.iterate(iter([np.arange(8)])))
+  batch = next(loader.iterate([np.arange(8)]))
   loader.close()
   crops = augment.crop_images(batch["image"], batch["box"], config.image_size)
   encoder = FIXTURE_RESNET()

@@ -1,9 +1,19 @@
-"""The host input pipeline: deterministic order, process slices, padding, eval layout."""
+"""The host input pipeline: deterministic order, process slices, padding, eval layout, and the
+same batches however many grain threads or worker processes read them."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from kdpose.data import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _record(i, height=6, width=8):
@@ -79,3 +89,102 @@ def test_eval_batches_cover_every_record_once(process_count):
                           for b in range(2)])
   np.testing.assert_array_equal(rows[valid], np.arange(7))
   assert valid.sum() == 7 and not valid[7]
+
+
+class _SlowSource(list):
+  """Records that take a random while to read: with threads, reads finish out of order."""
+
+  def __getitem__(self, i):
+    time.sleep(np.random.default_rng(i).uniform(0, 0.01))
+    return super().__getitem__(i)
+
+
+def _expected(data, step, batch_size=4):
+  """The batch of ``step`` as ``train_positions`` says, read one record at a time."""
+  records = data.indices[pipeline.train_positions(step, batch_size, len(data.indices), seed=5)]
+  examples = [pipeline.example_arrays(data.source[int(i)], data.pad_size) for i in records]
+  batch = {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+  return batch | {"symmetry": data.category_symmetry[batch["category"]],
+                  "index": records.astype(np.int32)}
+
+
+@pytest.mark.parametrize("num_threads, prefetch", [(0, None), (1, 1), (3, None), (4, 6)])
+def test_loader_yields_the_batches_of_the_positions_in_order(num_threads, prefetch):
+  data = _data(10)
+  data = pipeline.SplitData(**{**data.__dict__, "source": _SlowSource(data.source),
+                               "indices": np.arange(10)[::-1].copy()})  # record != position
+  loader = pipeline.BatchLoader(data, num_threads=num_threads, prefetch=prefetch)
+  batches = list(pipeline.train_batches(loader, global_batch_size=4, seed=5, start_step=2,
+                                        num_steps=9))
+  loader.close()
+  assert len(batches) == 7
+  for step, batch in enumerate(batches, start=2):
+    expected = _expected(data, step)
+    assert batch.keys() == expected.keys()
+    for key in expected:
+      np.testing.assert_array_equal(batch[key], expected[key], err_msg=f"step {step} {key}")
+
+
+def test_a_failing_load_surfaces_at_its_batch_after_the_ones_before(monkeypatch):
+  original, calls, lock = pipeline.BatchLoader._load, {"n": 0}, threading.Lock()
+
+  def failing_load(self, positions):  # the batch of step 3 fails, whichever thread reads it
+    with lock:
+      calls["n"] += 1
+    if np.array_equal(positions, pipeline.train_positions(3, 4, 10, seed=0)):
+      raise KeyboardInterrupt("killed")
+    return original(self, positions)
+
+  monkeypatch.setattr(pipeline.BatchLoader, "_load", failing_load)
+  loader = pipeline.BatchLoader(_data(), num_threads=3)
+  batches = pipeline.train_batches(loader, global_batch_size=4, seed=0, start_step=0,
+                                   num_steps=8)
+  received = [next(batches) for _ in range(3)]
+  with pytest.raises(KeyboardInterrupt, match="killed"):
+    next(batches)
+  loader.close()
+  assert len(received) == 3 and calls["n"] >= 4
+
+
+def test_bad_loader_counts_and_workers_outside_absl_are_refused():
+  with pytest.raises(ValueError, match="num_threads=-1 and num_workers=0 must be >= 0"):
+    pipeline.BatchLoader(_data(), num_threads=-1)
+  # pytest parses no absl flags: grain's workers would each die reading one.
+  with pytest.raises(ValueError, match=r"num_workers=2 needs absl flags parsed \(run under "
+                     "absl.app.run"):
+    pipeline.BatchLoader(_data(), num_workers=2)
+
+
+_WORKERS_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from absl import app
+    sys.path.insert(0, "tests")
+    import test_pipeline
+    from kdpose.data import pipeline
+
+    def main(argv):
+      data = test_pipeline._data(10)
+      batches = {}
+      for workers, threads in ((0, 4), (3, 2)):  # 3 workers: 3 + 3 + 2 batches
+        loader = pipeline.BatchLoader(data, num_threads=threads, num_workers=workers)
+        batches[workers] = list(pipeline.train_batches(
+            loader, global_batch_size=4, seed=1, start_step=1, num_steps=9, process_index=1,
+            process_count=2))
+        loader.close()
+      assert len(batches[3]) == 8, len(batches[3])
+      for step, (a, b) in enumerate(zip(batches[0], batches[3], strict=True)):
+        for key in a:
+          np.testing.assert_array_equal(a[key], b[key], err_msg=f"step {step} {key}")
+      print("same batches")
+
+    app.run(main)
+    """)
+
+
+def test_worker_processes_yield_the_same_batches_as_threads():
+  # Workers are spawned processes that read absl flags: a program under absl.app.run.
+  result = subprocess.run([sys.executable, "-c", _WORKERS_SCRIPT], cwd=REPO, text=True,
+                          capture_output=True, timeout=120,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0 and "same batches" in result.stdout, result.stderr[-3000:]

@@ -31,6 +31,7 @@ FREE_EDITS = {
                                             max_to_keep=5),
     "student intervals": lambda c: c.student.update(log_every=7, checkpoint_every=9),
     "data moved": lambda c: c.dataset.update(data_dir="/elsewhere", manual_dir="/raw"),
+    "loader": lambda c: c.dataset.update(loader_threads=1, loader_workers=2),
     "eval batch": lambda c: c.update(eval_batch_size=64),
     "stage": lambda c: c.update(stage="student"),
 }

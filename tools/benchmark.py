@@ -231,7 +231,8 @@ def input_pipeline(config, mesh, timed: Timed, batch_size: int) -> dict:
 
   train_data, _ = inputs.load_data(config)
   num_steps = FLAGS.rounds * FLAGS.steps
-  loader = pipeline.BatchLoader(train_data)
+  loader = pipeline.BatchLoader(train_data, num_threads=config.dataset.loader_threads,
+                                num_workers=config.dataset.loader_workers)
   try:
     batches = pipeline.train_batches(loader, global_batch_size=batch_size, seed=0,
                                      start_step=0, num_steps=2 * num_steps + 1)
@@ -243,7 +244,9 @@ def input_pipeline(config, mesh, timed: Timed, batch_size: int) -> dict:
     start = time.perf_counter()
     for _ in range(num_steps):
       batch = next(batches)
-      del batch["index"]  # the record indices: not a step input
+      # Not in make_batch's layout, which the step was compiled for (index is no step input;
+      # category, an int32 [b], only feeds metrics): a pytree mismatch otherwise.
+      del batch["index"], batch["category"]
       timed.set_input(2, sharding.host_to_global(batch, mesh))
       timed()
     fed_s = (time.perf_counter() - start) / num_steps

@@ -8,12 +8,13 @@ Each process loads only its slice of every global batch (multi-host).
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 from collections.abc import Iterator, Sequence
 
+import grain
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 from ml_collections import ConfigDict
 from tensorflow_datasets.proto import tf_example_pb2
 
@@ -173,41 +174,64 @@ def train_positions(step: int, global_batch_size: int, num_records: int, seed: i
 
 
 class BatchLoader:
-  """Loads host batches with a thread pool (PNG decoding releases the GIL) and prefetch.
+  """Loads host batches with grain: a ``MapDataset`` with one element per position array, read
+  by ``num_threads`` threads (PNG decoding releases the GIL), ``prefetch`` batches ahead, in
+  each of ``num_workers`` processes when > 0 (they need absl flags parsed: ``kdpose.main``).
 
-  A batch holds ``example_arrays``' arrays stacked, the category's int32 ``symmetry [b]`` and
-  the int32 ``index [b]`` of each record in the split (not a model input).
+  Batches come in the order of the position arrays, however many threads or workers read them
+  (workers take every ``num_workers``-th batch; grain interleaves them back in turn). A batch
+  holds ``example_arrays``' arrays stacked, the category's int32 ``symmetry [b]`` and the int32
+  ``index [b]`` of each record in the split (not a model input).
   """
 
-  def __init__(self, data: SplitData, *, num_threads: int = 4, prefetch: int = 2):
+  def __init__(self, data: SplitData, *, num_threads: int = 4, num_workers: int = 0,
+               prefetch: int | None = None):
+    if num_threads < 0 or num_workers < 0 or (prefetch is not None and prefetch < 1):
+      raise ValueError(f"BatchLoader: num_threads={num_threads} and num_workers={num_workers} "
+                       f"must be >= 0, prefetch={prefetch} >= 1 (or None: one per thread).")
+    if num_workers and not flags.FLAGS.is_parsed():
+      # Else each worker dies on grain's first flag read (UnparsedFlagAccessError).
+      raise ValueError(f"BatchLoader: num_workers={num_workers} needs absl flags parsed (run "
+                       "under absl.app.run, as kdpose.main does); use 0 workers (threads "
+                       "only, config.dataset.loader_workers=0) when calling the library.")
     self.data = data
-    # Batches and examples get separate pools: a batch task waits on example tasks.
-    self._batch_pool = concurrent.futures.ThreadPoolExecutor(prefetch + 1)
-    self._example_pool = concurrent.futures.ThreadPoolExecutor(num_threads)
-    self._prefetch = prefetch
+    self.num_threads, self.num_workers = num_threads, num_workers
+    # A batch is read by one thread: fewer batches in flight than threads would idle some.
+    self.prefetch = max(num_threads, 1) if prefetch is None else prefetch
+    self._iterators: list[grain.DatasetIterator] = []
+
+  def __getstate__(self) -> dict:
+    # Workers get the loader (its ``_load``) pickled, without the parent's open iterators.
+    return {**self.__dict__, "_iterators": []}
 
   def _load(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """The batch of ``positions`` (into the kept records), read in the calling thread."""
     records = self.data.indices[positions]
-    examples = self._example_pool.map(lambda i: example_arrays(self.data.source[int(i)],
-                                                       self.data.pad_size), records)
-    batch = _stack(list(examples))
+    batch = _stack([example_arrays(self.data.source[int(i)], self.data.pad_size)
+                    for i in records])
     batch["symmetry"] = self.data.category_symmetry[batch["category"]]
     batch["index"] = records.astype(np.int32)  # what was read, for evaluation and for logs
     return batch
 
-  def iterate(self, positions_per_batch: Iterator[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    """Yields the batch of each position array, loading ``prefetch`` batches ahead."""
-    pending: list[concurrent.futures.Future] = []
-    for positions in positions_per_batch:
-      pending.append(self._batch_pool.submit(self._load, positions))
-      if len(pending) > self._prefetch:
-        yield pending.pop(0).result()
-    for future in pending:
-      yield future.result()
+  def iterate(self, positions_per_batch: Sequence[np.ndarray]
+              ) -> Iterator[dict[str, np.ndarray]]:
+    """Yields the batch of each position array in turn, reading up to ``prefetch`` batches
+    ahead (in each worker process when there are workers); ``positions_per_batch[i]`` is
+    indexed only when batch ``i`` is read, so it may compute its arrays lazily."""
+    dataset = grain.MapDataset.source(positions_per_batch).map(self._load)
+    batches = dataset.to_iter_dataset(grain.ReadOptions(
+        num_threads=self.num_threads, prefetch_buffer_size=self.prefetch))
+    if self.num_workers:
+      batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+    iterator = iter(batches)
+    self._iterators.append(iterator)
+    return iterator
 
   def close(self) -> None:
-    self._batch_pool.shutdown(wait=False, cancel_futures=True)
-    self._example_pool.shutdown(wait=False, cancel_futures=True)
+    """Stops the threads and worker processes of every iterator this loader made."""
+    for iterator in self._iterators:
+      iterator.close()
+    self._iterators.clear()
 
 
 def _process_slice(positions: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
@@ -215,16 +239,36 @@ def _process_slice(positions: np.ndarray, process_index: int, process_count: int
   return positions[process_index * per_process:(process_index + 1) * per_process]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainPositions(Sequence):
+  """This process's slice of the positions of global steps [start_step, num_steps): item ``i``
+  is step ``start_step + i`` (``train_positions``), computed when read."""
+
+  global_batch_size: int
+  num_records: int
+  seed: int
+  start_step: int
+  num_steps: int
+  process_index: int = 0
+  process_count: int = 1
+
+  def __len__(self) -> int:
+    return max(0, self.num_steps - self.start_step)
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    if not 0 <= i < len(self):
+      raise IndexError(f"TrainPositions: item {i} of {len(self)}.")
+    positions = train_positions(self.start_step + i, self.global_batch_size, self.num_records,
+                                self.seed)
+    return _process_slice(positions, self.process_index, self.process_count)
+
+
 def train_batches(loader: BatchLoader, *, global_batch_size: int, seed: int, start_step: int,
                   num_steps: int, process_index: int = 0, process_count: int = 1
                   ) -> Iterator[dict[str, np.ndarray]]:
   """This process's slices of the global training batches of steps [start_step, num_steps)."""
-  num_records = len(loader.data.indices)
-  positions = (
-      _process_slice(train_positions(step, global_batch_size, num_records, seed),
-                     process_index, process_count)
-      for step in range(start_step, num_steps))
-  return loader.iterate(positions)
+  return loader.iterate(TrainPositions(global_batch_size, len(loader.data.indices), seed,
+                                       start_step, num_steps, process_index, process_count))
 
 
 def eval_batches(loader: BatchLoader, *, global_batch_size: int, process_index: int = 0,
@@ -238,6 +282,6 @@ def eval_batches(loader: BatchLoader, *, global_batch_size: int, process_index: 
   stream = _process_slice(stream.T, process_index, process_count).T  # this process's columns
   valid = stream < num_records
   positions = np.where(valid, stream, 0)
-  for batch, valid_rows in zip(loader.iterate(iter(positions)), valid, strict=True):
+  for batch, valid_rows in zip(loader.iterate(positions), valid, strict=True):
     batch["valid"] = valid_rows
     yield batch
