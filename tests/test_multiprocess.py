@@ -49,21 +49,23 @@ def _launch(workdir: str, data_dir: str, log_dir: str, cache: str, kill_at_step=
   while len(run.lines) < 2 and run.process.poll() is None:
     time.sleep(0.01)
   pids = [int(re.fullmatch(r"process \d: pid (\d+)\n", line).group(1)) for line in run.lines[:2]]
+  def signal_when(ready, number: int, poll_s: float) -> float:
+    """Sends ``number`` to process 1 once ``ready()``; returns when."""
+    while not ready():
+      assert run.process.poll() is None and time.monotonic() < deadline, run.text()
+      time.sleep(poll_s)
+    os.kill(pids[1], number)
+    return time.monotonic()
+
   signalled = None
   if terminate_after_step is not None:
-    while not _logged_step(os.path.join(log_dir, "process_1.log"), terminate_after_step):
-      assert run.process.poll() is None and time.monotonic() < deadline, run.text()
-      time.sleep(0.01)
-    os.kill(pids[1], signal.SIGTERM)
-    signalled = time.monotonic()
+    log = os.path.join(log_dir, "process_1.log")
+    signalled = signal_when(lambda: _logged_step(log, terminate_after_step), signal.SIGTERM, 0.01)
   if kill_at_step is not None:
     prefix = f"{kill_at_step}.orbax-checkpoint-tmp"
-    while not any(os.path.basename(p).startswith(prefix)
-                  for p in cli_runs.writing_checkpoint(workdir)):
-      assert run.process.poll() is None and time.monotonic() < deadline, run.text()
-      time.sleep(0.002)
-    os.kill(pids[1], signal.SIGKILL)
-    signalled = time.monotonic()
+    signalled = signal_when(lambda: any(os.path.basename(p).startswith(prefix)
+                                        for p in cli_runs.writing_checkpoint(workdir)),
+                            signal.SIGKILL, 0.002)
   code = run.wait(timeout=max(deadline - time.monotonic(), 1))
   seconds = None if signalled is None else time.monotonic() - signalled
   logs = []

@@ -231,8 +231,7 @@ def input_pipeline(config, mesh, timed: Timed, batch_size: int) -> dict:
 
   train_data, _ = inputs.load_data(config)
   num_steps = FLAGS.rounds * FLAGS.steps
-  loader = pipeline.BatchLoader(train_data, num_threads=config.dataset.loader_threads,
-                                num_workers=config.dataset.loader_workers)
+  loader = pipeline.training_loader(train_data, config.dataset)
   try:
     batches = pipeline.train_batches(loader, global_batch_size=batch_size, seed=0,
                                      start_step=0, num_steps=2 * num_steps + 1)

@@ -234,6 +234,11 @@ class BatchLoader:
     self._iterators.clear()
 
 
+def training_loader(data: SplitData, dataset: ConfigDict) -> BatchLoader:
+  """The loader of training batches with the threads and workers of ``config.dataset``."""
+  return BatchLoader(data, num_threads=dataset.loader_threads, num_workers=dataset.loader_workers)
+
+
 def _process_slice(positions: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
   per_process = len(positions) // process_count
   return positions[process_index * per_process:(process_index + 1) * per_process]

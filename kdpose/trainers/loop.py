@@ -162,8 +162,7 @@ def train(stage: Stage, config: ConfigDict, workdir: str, mesh: Mesh, writer
     logging.info("%s: already trained (%d steps).", stage.name, start)
     checkpoints.close()
     return state
-  loader = pipeline.BatchLoader(stage.train_data, num_threads=config.dataset.loader_threads,
-                                num_workers=config.dataset.loader_workers)
+  loader = pipeline.training_loader(stage.train_data, config.dataset)
   batches = pipeline.train_batches(
       loader, global_batch_size=cfg.batch_size, seed=seed, start_step=start,
       num_steps=cfg.num_steps, process_index=jax.process_index(),
