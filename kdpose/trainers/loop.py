@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 from clu import metric_writers
+from clu import metrics as clu_metrics
 from etils import epath
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
@@ -77,13 +78,23 @@ def _flush_metrics(pending: list[tuple[int, Any]], writer, stage: Stage,
     return
   history = [(step, jax.device_get(values)) for step, values in pending]
   _check_finite(history, stage.name, checkpoints.latest_step())
-  values = [v for _, v in history]
-  applied = [v for v in values if not v.get("skipped_updates")] or values
-  means = {_scalar_name(k): float(np.mean([v[k] for v in applied])) for k in values[0]}
+  writer.write_scalars(history[-1][0], logged_means([v for _, v in history]))
+  pending.clear()
+
+
+def logged_means(values: list[dict[str, Any]]) -> dict[str, float]:
+  """The scalars logged for a run of steps: each step metric averaged (``clu.metrics.Average``)
+  over the steps whose update went in (over all of them if none did), and
+  ``train/skipped_updates``, the number of skipped updates, when the steps count them.
+
+  ``values``: the steps' metrics, scalars by name, in step order."""
+  skipped = np.array([bool(v.get("skipped_updates")) for v in values])
+  mask = ~skipped if not skipped.all() else np.ones_like(skipped)
+  means = {_scalar_name(k): float(clu_metrics.Average.from_model_output(
+      np.array([v[k] for v in values], np.float32), mask=mask).compute()) for k in values[0]}
   if "skipped_updates" in values[0]:
     means["train/skipped_updates"] = float(sum(v["skipped_updates"] for v in values))
-  writer.write_scalars(history[-1][0], means)
-  pending.clear()
+  return means
 
 
 def evaluate(stage: Stage, state: state_lib.TrainState, workdir: str, mesh: Mesh, writer,
